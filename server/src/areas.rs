@@ -1,0 +1,447 @@
+//! Security areas: country outlines, security areas with UN levels, duty stations, premises and
+//! assembly points. GeoJSON Features in and out; stored in the database and mirrored in the
+//! in-memory R-tree ([`vigil_geofences::AreaIndex`]) that geofencing and targeting query.
+//!
+//! Feature properties: `name` (required), `kind` (default `security_area`), `security_level`
+//! (1–6), `parent_id`, `org_id` (owner; absent or null = shared), `valid_from` and
+//! `valid_until` (RFC 3339), and `radius_m` for a circle given as a Point.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use geojson::{Feature, FeatureCollection, Geometry, JsonObject, JsonValue};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use vigil_geofences::{Area, AreaIndex, AreaKind, SecurityLevel, Shape};
+
+use crate::db::{Db, Timestamp, now_ms};
+use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
+use crate::policy::{Action, Actor, authorize};
+use crate::{AppState, in_tx, on_reader};
+
+/// The areas of the deployment, in memory; shared by every request.
+pub type SharedAreas = Arc<RwLock<AreaIndex>>;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct AreaRow {
+    id: i64,
+    org_id: Option<i64>,
+    name: String,
+    kind: String,
+    security_level: Option<i64>,
+    parent_id: Option<i64>,
+    geometry: String,
+    radius_m: Option<f64>,
+    valid_from: Option<i64>,
+    valid_until: Option<i64>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+const AREA_COLUMNS: &str = "id, org_id, name, kind, security_level, parent_id, geometry, radius_m, \
+    valid_from, valid_until, created_at, updated_at";
+
+/// An area as the API receives it, checked.
+#[derive(Debug, Clone)]
+pub struct AreaInput {
+    /// Owning organisation; `None` = shared.
+    pub org_id: Option<i64>,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: AreaKind,
+    /// UN security level.
+    pub level: Option<SecurityLevel>,
+    /// Enclosing area.
+    pub parent_id: Option<i64>,
+    /// Validated outline.
+    pub shape: Shape,
+    /// Start of validity (Unix ms).
+    pub valid_from: Option<i64>,
+    /// End of validity (Unix ms).
+    pub valid_until: Option<i64>,
+}
+
+/// Filters for listing areas.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AreaQuery {
+    /// Only areas of this kind.
+    pub kind: Option<String>,
+    /// Only areas owned by this organisation.
+    pub org_id: Option<i64>,
+}
+
+/// Routes under `/api/v1/areas`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, replace, delete))
+}
+
+/// Loads every stored area into a fresh in-memory index.
+pub async fn load_index(db: &Db) -> anyhow::Result<AreaIndex> {
+    let rows: Vec<AreaRow> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {AREA_COLUMNS} FROM areas ORDER BY id"))).fetch_all(pool).await?);
+    let mut areas = Vec::with_capacity(rows.len());
+    for row in rows {
+        match to_area(&row) {
+            Ok(a) => areas.push(a),
+            // A stored area was valid when written; if a stricter engine now refuses it,
+            // keep serving the rest and say so loudly.
+            Err(e) => tracing::error!(area_id = row.id, error = %e, "stored area no longer valid; not indexed"),
+        }
+    }
+    Ok(AreaIndex::from_areas(areas))
+}
+
+fn to_area(row: &AreaRow) -> Result<Area, String> {
+    let geometry: Geometry = serde_json::from_str(&row.geometry).map_err(|e| e.to_string())?;
+    let shape = Shape::from_geometry(&geometry, row.radius_m).map_err(|e| e.to_string())?;
+    Ok(Area {
+        id: row.id,
+        name: row.name.clone(),
+        kind: AreaKind::parse(&row.kind).unwrap_or(AreaKind::AdHoc),
+        level: row
+            .security_level
+            .and_then(|l| SecurityLevel::try_from(l).ok()),
+        parent: row.parent_id,
+        valid_from: row.valid_from,
+        valid_until: row.valid_until,
+        shape,
+    })
+}
+
+fn to_feature(row: &AreaRow) -> Feature {
+    let mut props = JsonObject::new();
+    props.insert("name".into(), row.name.clone().into());
+    props.insert("kind".into(), row.kind.clone().into());
+    props.insert("security_level".into(), row.security_level.into());
+    if let Some(level) = row
+        .security_level
+        .and_then(|l| SecurityLevel::try_from(l).ok())
+    {
+        props.insert("security_level_name".into(), level.name().into());
+    }
+    props.insert("parent_id".into(), row.parent_id.into());
+    props.insert("org_id".into(), row.org_id.into());
+    let rfc = |ms: Option<i64>| ms.map(|m| Timestamp(m).to_rfc3339());
+    props.insert("valid_from".into(), rfc(row.valid_from).into());
+    props.insert("valid_until".into(), rfc(row.valid_until).into());
+    if let Some(r) = row.radius_m {
+        props.insert("radius_m".into(), r.into());
+    }
+    props.insert("created_at".into(), row.created_at.to_rfc3339().into());
+    props.insert("updated_at".into(), row.updated_at.to_rfc3339().into());
+    Feature {
+        bbox: None,
+        geometry: serde_json::from_str(&row.geometry).ok(),
+        id: Some(geojson::feature::Id::Number(row.id.into())),
+        properties: Some(props),
+        foreign_members: None,
+    }
+}
+
+/// Reads and checks an area Feature, reporting every bad property at once.
+pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<AreaInput> {
+    let empty = JsonObject::new();
+    let props = feature.properties.as_ref().unwrap_or(&empty);
+    let mut issues = Vec::new();
+    let text = |k: &str| match props.get(k) {
+        Some(JsonValue::String(s)) => Ok(Some(s.trim().to_string())),
+        None | Some(JsonValue::Null) => Ok(None),
+        Some(other) => Err(format!("expected a string, got {other}")),
+    };
+    let int = |k: &str| match props.get(k) {
+        Some(JsonValue::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("expected an integer, got {n}")),
+        None | Some(JsonValue::Null) => Ok(None),
+        Some(other) => Err(format!("expected an integer, got {other}")),
+    };
+    let name = match text("name") {
+        Ok(Some(n)) if !n.is_empty() && n.chars().count() <= 200 => n,
+        Ok(_) => {
+            issues.push(Issue::new("properties/name", "required, 1 to 200 characters"));
+            String::new()
+        }
+        Err(e) => {
+            issues.push(Issue::new("properties/name", e));
+            String::new()
+        }
+    };
+    let kind = match text("kind") {
+        Ok(None) => AreaKind::SecurityArea,
+        Ok(Some(k)) => AreaKind::parse(&k).unwrap_or_else(|| {
+            issues.push(Issue::new(
+                "properties/kind",
+                format!("unknown kind {k:?}; use country, security_area, duty_station, premises, assembly_point or ad_hoc"),
+            ));
+            AreaKind::SecurityArea
+        }),
+        Err(e) => {
+            issues.push(Issue::new("properties/kind", e));
+            AreaKind::SecurityArea
+        }
+    };
+    let level = match int("security_level") {
+        Ok(None) => None,
+        Ok(Some(l)) => SecurityLevel::try_from(l).map(Some).unwrap_or_else(|_| {
+            issues.push(Issue::new(
+                "properties/security_level",
+                format!("{l} is not a UN security level (1 minimal … 6 extreme)"),
+            ));
+            None
+        }),
+        Err(e) => {
+            issues.push(Issue::new("properties/security_level", e));
+            None
+        }
+    };
+    let mut opt_int = |k: &str| {
+        int(k).unwrap_or_else(|e| {
+            issues.push(Issue::new(format!("properties/{k}"), e));
+            None
+        })
+    };
+    let parent_id = opt_int("parent_id");
+    let org_id = if props.contains_key("org_id") {
+        opt_int("org_id")
+    } else {
+        default_org
+    };
+    let mut time = |k: &str| match text(k) {
+        Ok(None) => None,
+        Ok(Some(s)) => Timestamp::parse_rfc3339(&s).map(|t| t.0).or_else(|| {
+            issues.push(Issue::new(
+                format!("properties/{k}"),
+                format!("{s:?} is not an RFC 3339 time"),
+            ));
+            None
+        }),
+        Err(e) => {
+            issues.push(Issue::new(format!("properties/{k}"), e));
+            None
+        }
+    };
+    let valid_from = time("valid_from");
+    let valid_until = time("valid_until");
+    if let (Some(f), Some(u)) = (valid_from, valid_until)
+        && u <= f
+    {
+        issues.push(Issue::new(
+            "properties/valid_until",
+            "must be after valid_from",
+        ));
+    }
+    let radius_m = match props.get("radius_m") {
+        Some(JsonValue::Number(n)) => n.as_f64(),
+        None | Some(JsonValue::Null) => None,
+        Some(other) => {
+            issues.push(Issue::new(
+                "properties/radius_m",
+                format!("expected metres as a number, got {other}"),
+            ));
+            None
+        }
+    };
+    let shape = match &feature.geometry {
+        None => {
+            issues.push(Issue::new("geometry", "required: Polygon, MultiPolygon, or Point with radius_m"));
+            None
+        }
+        Some(g) => Shape::from_geometry(g, radius_m)
+            .map_err(|e| issues.push(Issue::new("geometry", e.to_string())))
+            .ok(),
+    };
+    match shape {
+        Some(shape) if issues.is_empty() => Ok(AreaInput {
+            org_id,
+            name,
+            kind,
+            level,
+            parent_id,
+            shape,
+            valid_from,
+            valid_until,
+        }),
+        _ => Err(AppError::Invalid {
+            detail: issues
+                .iter()
+                .map(|i| format!("{}: {}", i.at, i.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+            issues,
+        }),
+    }
+}
+
+/// Stores a new area (or replaces `replace`) and updates the in-memory index.
+pub async fn save(
+    db: &Db,
+    areas: &SharedAreas,
+    input: AreaInput,
+    replace: Option<i64>,
+    actor_id: Option<i64>,
+) -> AppResult<Feature> {
+    let geometry = serde_json::to_string(&input.shape.to_geometry())
+        .map_err(|e| anyhow::anyhow!("encoding geometry: {e}"))?;
+    let radius = input.shape.radius_m();
+    let now = now_ms();
+    let result: Result<AreaRow, sqlx::Error> = async {
+        in_tx!(db, tx => {
+            let row: AreaRow = match replace {
+                None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO areas (org_id, name, kind, security_level, parent_id, geometry, radius_m, valid_from, \
+                     valid_until, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                     RETURNING {AREA_COLUMNS}")))
+                    .bind(input.org_id).bind(&input.name).bind(input.kind.as_str())
+                    .bind(input.level.map(|l| l.as_i64())).bind(input.parent_id).bind(&geometry).bind(radius)
+                    .bind(input.valid_from).bind(input.valid_until).bind(actor_id).bind(now)
+                    .fetch_one(&mut *tx).await?,
+                Some(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "UPDATE areas SET org_id = $1, name = $2, kind = $3, security_level = $4, parent_id = $5, \
+                     geometry = $6, radius_m = $7, valid_from = $8, valid_until = $9, updated_at = $10 \
+                     WHERE id = $11 RETURNING {AREA_COLUMNS}")))
+                    .bind(input.org_id).bind(&input.name).bind(input.kind.as_str())
+                    .bind(input.level.map(|l| l.as_i64())).bind(input.parent_id).bind(&geometry).bind(radius)
+                    .bind(input.valid_from).bind(input.valid_until).bind(now).bind(id)
+                    .fetch_one(&mut *tx).await?,
+            };
+            let action = if replace.is_some() { "area.update" } else { "area.create" };
+            crate::audit::record(&mut *tx, actor_id, input.org_id, action, &format!("area:{}", row.id), &row.name).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+    .await;
+    let row = result.map_err(|e| match &e {
+        sqlx::Error::RowNotFound => AppError::NotFound("no such area".into()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            AppError::invalid("properties", "parent_id or org_id names nothing that exists")
+        }
+        _ => e.into(),
+    })?;
+    let area = Area {
+        id: row.id,
+        name: input.name,
+        kind: input.kind,
+        level: input.level,
+        parent: input.parent_id,
+        valid_from: input.valid_from,
+        valid_until: input.valid_until,
+        shape: input.shape,
+    };
+    write_index(areas).upsert(area);
+    Ok(to_feature(&row))
+}
+
+fn write_index(areas: &SharedAreas) -> std::sync::RwLockWriteGuard<'_, AreaIndex> {
+    // A panic while holding the lock cannot leave the index half-updated (upsert and remove
+    // are single calls), so a poisoned lock is safe to keep using.
+    areas.write().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn fetch_row(db: &Db, id: i64) -> AppResult<AreaRow> {
+    let row: Option<AreaRow> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {AREA_COLUMNS} FROM areas WHERE id = $1"))).bind(id).fetch_optional(pool).await?);
+    row.ok_or_else(|| AppError::NotFound(format!("area {id} does not exist")))
+}
+
+/// Every area, as a GeoJSON FeatureCollection.
+#[utoipa::path(get, path = "/areas", tag = "areas", security(("bearer" = [])), params(AreaQuery),
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json", body = Object)))]
+async fn list(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(q): Query<AreaQuery>,
+) -> AppResult<Json<FeatureCollection>> {
+    authorize(&actor, Action::ViewAreas)?;
+    let rows: Vec<AreaRow> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {AREA_COLUMNS} FROM areas WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id")))
+        .bind(q.kind.as_deref()).bind(q.org_id).fetch_all(pool).await?);
+    Ok(Json(FeatureCollection {
+        bbox: None,
+        features: rows.iter().map(to_feature).collect(),
+        foreign_members: None,
+    }))
+}
+
+/// One area as a GeoJSON Feature.
+#[utoipa::path(get, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, description = "GeoJSON Feature", body = Object), (status = 404, description = "no such area")))]
+async fn get_one(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> AppResult<Json<Feature>> {
+    authorize(&actor, Action::ViewAreas)?;
+    Ok(Json(to_feature(&fetch_row(&state.db, id).await?)))
+}
+
+/// Draw a new area (GeoJSON Feature).
+#[utoipa::path(post, path = "/areas", tag = "areas", security(("bearer" = [])),
+    request_body(content = Object, description = "GeoJSON Feature", content_type = "application/json"),
+    responses((status = 201, description = "the stored Feature", body = Object), (status = 422, description = "invalid geometry or property")))]
+async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    Json(feature): Json<Feature>,
+) -> AppResult<(StatusCode, Json<Feature>)> {
+    let input = parse_feature(&feature, Some(actor.org_id))?;
+    authorize(&actor, Action::ManageArea { org_id: input.org_id })?;
+    let saved = save(&state.db, &state.areas, input, None, Some(actor.user_id)).await?;
+    Ok((StatusCode::CREATED, Json(saved)))
+}
+
+/// Replace an area's outline and properties.
+#[utoipa::path(put, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
+    request_body(content = Object, description = "GeoJSON Feature", content_type = "application/json"),
+    responses((status = 200, description = "the stored Feature", body = Object), (status = 404, description = "no such area")))]
+async fn replace(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+    Json(feature): Json<Feature>,
+) -> AppResult<Json<Feature>> {
+    let current = fetch_row(&state.db, id).await?;
+    authorize(&actor, Action::ManageArea { org_id: current.org_id })?;
+    let input = parse_feature(&feature, current.org_id)?;
+    authorize(&actor, Action::ManageArea { org_id: input.org_id })?;
+    if input.parent_id == Some(id) {
+        return Err(AppError::invalid("properties/parent_id", "an area cannot be its own parent"));
+    }
+    Ok(Json(save(&state.db, &state.areas, input, Some(id), Some(actor.user_id)).await?))
+}
+
+/// Delete an area (refused while other areas name it as their parent).
+#[utoipa::path(delete, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, description = "no such area"), (status = 409, description = "other areas name it as parent")))]
+async fn delete(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> AppResult<StatusCode> {
+    let current = fetch_row(&state.db, id).await?;
+    authorize(&actor, Action::ManageArea { org_id: current.org_id })?;
+    let result: Result<(), sqlx::Error> = async {
+        in_tx!(&state.db, tx => {
+            sqlx::query("DELETE FROM areas WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            crate::audit::record(&mut *tx, Some(actor.user_id), current.org_id, "area.delete", &format!("area:{id}"), &current.name).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+    .await;
+    result.map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            AppError::Conflict("other areas name this one as their parent; move or delete them first".into())
+        }
+        _ => AppError::from(e),
+    })?;
+    write_index(&state.areas).remove(id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,159 @@
+//! Vigil server: location and emergency communications for staff in dangerous places.
+//!
+//! Layout: one module per capability, each owning its routes, queries and types —
+//! [`auth`] (login, tokens, the [`policy::Actor`] extractor), [`orgs`], [`users`] (profiles,
+//! roles, roster import, reports), [`duty_stations`], [`areas`] (security areas as GeoJSON);
+//! shared plumbing beside them — [`config`], [`db`], [`error`], [`policy`], [`keys`],
+//! [`metrics`], [`health`], [`openapi`]; and [`demo`], which seeds a believable deployment.
+//!
+//! The binary (`vigil`) is a thin CLI over [`start`], [`router`] and [`serve`]; tests and the
+//! load generator use the same entry points.
+
+pub mod areas;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod duty_stations;
+pub mod error;
+pub mod health;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod orgs;
+pub mod policy;
+pub mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Settings;
+use db::Db;
+use keys::Keys;
+use metrics::Metrics;
+
+/// Everything a request handler needs; cheap to clone (every field is shared).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Settings the server started with.
+    pub settings: Arc<Settings>,
+    /// Token-signing and web-push keys.
+    pub keys: Arc<Keys>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Security areas in memory (R-tree), mirrored from the database.
+    pub areas: areas::SharedAreas,
+    /// Cancelled when the server begins to shut down; long-lived tasks (WebSockets) watch it.
+    pub shutdown: CancellationToken,
+}
+
+/// Opens the database, applies migrations and loads (or makes) the keys.
+pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
+    let db = Db::connect(&settings.database_url, settings.db_max_connections).await?;
+    db.migrate().await?;
+    let keys = Keys::load_or_create(&db).await?;
+    let area_index = areas::load_index(&db).await?;
+    tracing::info!(areas = area_index.len(), "security areas loaded");
+    Ok(AppState {
+        areas: Arc::new(std::sync::RwLock::new(area_index)),
+        db,
+        settings: Arc::new(settings),
+        keys: Arc::new(keys),
+        metrics: Arc::new(Metrics::default()),
+        shutdown: CancellationToken::new(),
+    })
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP surface: `/api/v1`, health, metrics, the OpenAPI document and JWKS.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = openapi::api_router(&state).split_for_parts();
+    let openapi = Arc::new(openapi);
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    let body_limit = state.settings.max_body_bytes;
+    Router::new()
+        .merge(api)
+        .merge(health::routes())
+        .merge(openapi::routes(openapi))
+        .merge(auth::well_known_routes())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::COOKIE,
+                ]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                        let id = req
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", id, method = %req.method(), uri = %req.uri().path())
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn(error::problem_for_plain_errors))
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets requests and WebSockets finish
+/// for up to `shutdown_grace_secs`, and closes the database.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
+    let token = state.shutdown.clone();
+    let db = state.db.clone();
+    let app = router(state);
+    let stopping = token.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining requests and connections");
+        stopping.cancel();
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        joined = &mut server => joined??,
+        () = token.cancelled() => match tokio::time::timeout(grace, &mut server).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!(?grace, "connections still open after the grace period; closing them");
+                server.abort();
+            }
+        },
+    }
+    db.close().await;
+    Ok(())
+}

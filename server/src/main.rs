@@ -1,0 +1,186 @@
+//! `vigil`: the command line over the server library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use vigil_server::config::{LogFormat, Settings};
+use vigil_server::demo::{DemoInfo, seed};
+use vigil_server::policy::Role;
+use vigil_server::users::NewPerson;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Location and emergency communications for staff in dangerous places")]
+struct Cli {
+    /// Settings file (default: vigil.toml in the working directory, if present).
+    #[arg(long, global = true, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the production server.
+    Serve,
+    /// Run the server on an embedded database seeded with demo data.
+    Demo,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        task: AdminTask,
+    },
+    /// Print the deployment's web-push (VAPID) public key, creating the key pair if needed.
+    VapidKeys {
+        /// Print a fresh key pair instead, without storing it.
+        #[arg(long)]
+        new: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTask {
+    /// Create a user (the first system admin, typically); the organisation is created if new.
+    CreateUser {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Organisation short name, e.g. UNDSS.
+        #[arg(long)]
+        org: String,
+        /// Organisation full name, used if the organisation is created.
+        #[arg(long)]
+        org_name: Option<String>,
+        /// Role in the organisation; repeat for several (staff, operator, adviser, org_admin, oversight).
+        #[arg(long = "role", value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// Make the user a system admin.
+        #[arg(long)]
+        system_admin: bool,
+        /// Read the password from this environment variable instead of standard input.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: staff, operator, adviser, org_admin, oversight"))
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if matches!(cli.command, Command::Demo) && std::env::var_os("VIGIL_DATABASE_URL").is_none() {
+        settings.database_url = "sqlite://vigil-demo.db".into();
+    }
+    init_logging(&settings);
+    match cli.command {
+        Command::Serve => serve(settings, false).await,
+        Command::Demo => serve(settings, true).await,
+        Command::Migrate => {
+            vigil_server::start(settings).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::VapidKeys { new: true } => {
+            let keys = vigil_server::keys::generate_vapid()?;
+            println!("public_key  = {}\nprivate_key = {}", keys.public_key, keys.private_key);
+            Ok(())
+        }
+        Command::VapidKeys { new: false } => {
+            let state = vigil_server::start(settings).await?;
+            println!("{}", state.keys.vapid.public_key);
+            Ok(())
+        }
+        Command::Admin { task } => admin(settings, task).await,
+    }
+}
+
+async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    tracing::info!(?settings, "starting");
+    let bind = settings.bind;
+    let state = vigil_server::start(settings).await?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (set VIGIL_BIND to another address)"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if demo {
+        let users = seed(&state).await?;
+        let info = DemoInfo { url: format!("{url}/"), users };
+        std::fs::write("vigil-demo.json", serde_json::to_vec_pretty(&info)?)
+            .context("writing vigil-demo.json")?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "\nVigil demo is running at {url}/")?;
+        writeln!(out, "API description: {url}/api/openapi.json")?;
+        writeln!(out, "Logins (password for all: {}):", vigil_server::demo::DEMO_PASSWORD)?;
+        for u in &info.users {
+            writeln!(out, "  {:<26} {:<10} {}", u.email, u.role, u.org)?;
+        }
+        writeln!(out, "(also written to vigil-demo.json; Ctrl-C stops the server)\n")?;
+    }
+    tracing::info!(%url, "listening");
+    vigil_server::serve(state, listener, shutdown_signal()).await
+}
+
+async fn admin(settings: Settings, task: AdminTask) -> anyhow::Result<()> {
+    let AdminTask::CreateUser { email, name, org, org_name, roles, system_admin, password_env } = task;
+    let state = vigil_server::start(settings).await?;
+    let password = match password_env {
+        Some(var) => std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?,
+        None => {
+            eprint!("password for {email}: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let org_id = vigil_server::orgs::find_or_create(&state.db, &org, org_name.as_deref()).await?;
+    let person = NewPerson { email, name, password: Some(password), roles, system_admin, ..NewPerson::default() };
+    let id = vigil_server::users::create_person(&state.db, org_id, person, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("created user {id} in organisation {org} ({org_id})");
+    Ok(())
+}

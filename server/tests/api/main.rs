@@ -1,0 +1,12 @@
+//! Black-box tests of the Vigil server: a real server on an ephemeral port, spoken to over HTTP.
+//! Every test runs on SQLite and, when `VIGIL_TEST_POSTGRES_URL` is set, on PostgreSQL.
+
+mod support;
+
+mod areas;
+mod auth;
+mod bad_input;
+mod health;
+mod people;
+mod policy_matrix;
+mod roster;
