@@ -54,9 +54,11 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 
-/// `GET /api/openapi.json`.
+/// `GET /api/openapi.json`, and `GET /` pointing people to it until the console exists.
 pub fn routes(doc: Arc<Document>) -> Router<AppState> {
-    Router::new().route(
+    Router::new()
+        .route("/", get(|| async { axum::response::Html(include_str!("index.html")) }))
+        .route(
         "/api/openapi.json",
         get(move || {
             let doc = doc.clone();

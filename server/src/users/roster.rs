@@ -221,10 +221,20 @@ fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
     check_columns(headers.iter().map(String::as_str), "line 1")?;
     let mut rows = Vec::new();
     let mut issues = Vec::new();
+    // The csv crate's own line counter skips blank lines; count from byte offsets instead so
+    // the line named is the one a spreadsheet user sees.
+    // A record's position is where the reader resumed, which may sit before skipped blank lines.
+    let line_at = |byte: u64| {
+        let mut start = usize::try_from(byte).unwrap_or(body.len()).min(body.len());
+        while start < body.len() && matches!(body[start], b'\n' | b'\r') {
+            start += 1;
+        }
+        body[..start].iter().filter(|b| **b == b'\n').count() + 1
+    };
     for record in reader.records() {
         match record {
             Ok(rec) => {
-                let line = rec.position().map_or(0, |p| p.line());
+                let line = rec.position().map_or(0, |p| line_at(p.byte()));
                 if rec.iter().all(str::is_empty) {
                     continue;
                 }
@@ -239,7 +249,7 @@ fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
                 });
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| line_at(p.byte()));
                 issues.push(Issue::new(format!("line {line}"), e.to_string()));
             }
         }

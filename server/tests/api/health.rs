@@ -25,6 +25,26 @@ on_both_databases! {
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 
+    async fn shutdown_lets_a_request_in_flight_finish_then_refuses_new_ones(srv: TestServer) {
+        let org = srv.org().await;
+        let email = format!("{}@test.example", crate::support::unique("d"));
+        let person = vigil_server::users::NewPerson {
+            email: email.clone(), name: "Drain".into(), password: Some(crate::support::PASSWORD.into()),
+            ..Default::default()
+        };
+        vigil_server::users::create_person(&srv.state.db, org, person, None).await.expect("user");
+        let anon = srv.anon();
+        // A login spends tens of milliseconds hashing: it is still in flight when shutdown begins.
+        let in_flight = tokio::spawn(async move {
+            anon.post("/api/v1/auth/login", serde_json::json!({"email": email, "password": crate::support::PASSWORD})).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let url = srv.url.clone();
+        srv.stop().await;
+        assert_eq!(in_flight.await.expect("task").status, 200, "the request in flight was answered");
+        assert!(reqwest::get(format!("{url}/healthz")).await.is_err(), "no new connections after shutdown");
+    }
+
     async fn readiness_fails_once_shutdown_begins(srv: TestServer) {
         let anon = srv.anon();
         srv.state.shutdown.cancel();
