@@ -91,7 +91,9 @@ pub async fn load_index(db: &Db) -> anyhow::Result<AreaIndex> {
             Ok(a) => areas.push(a),
             // A stored area was valid when written; if a stricter engine now refuses it,
             // keep serving the rest and say so loudly.
-            Err(e) => tracing::error!(area_id = row.id, error = %e, "stored area no longer valid; not indexed"),
+            Err(e) => {
+                tracing::error!(area_id = row.id, error = %e, "stored area no longer valid; not indexed")
+            }
         }
     }
     Ok(AreaIndex::from_areas(areas))
@@ -165,7 +167,10 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
     let name = match text("name") {
         Ok(Some(n)) if !n.is_empty() && n.chars().count() <= 200 => n,
         Ok(_) => {
-            issues.push(Issue::new("properties/name", "required, 1 to 200 characters"));
+            issues.push(Issue::new(
+                "properties/name",
+                "required, 1 to 200 characters",
+            ));
             String::new()
         }
         Err(e) => {
@@ -250,7 +255,10 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
     };
     let shape = match &feature.geometry {
         None => {
-            issues.push(Issue::new("geometry", "required: Polygon, MultiPolygon, or Point with radius_m"));
+            issues.push(Issue::new(
+                "geometry",
+                "required: Polygon, MultiPolygon, or Point with radius_m",
+            ));
             None
         }
         Some(g) => Shape::from_geometry(g, radius_m)
@@ -320,9 +328,10 @@ pub async fn save(
     .await;
     let row = result.map_err(|e| match &e {
         sqlx::Error::RowNotFound => AppError::NotFound("no such area".into()),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-            AppError::invalid("properties", "parent_id or org_id names nothing that exists")
-        }
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => AppError::invalid(
+            "properties",
+            "parent_id or org_id names nothing that exists",
+        ),
         _ => e.into(),
     })?;
     let area = Area {
@@ -392,7 +401,12 @@ async fn create(
     Json(feature): Json<Feature>,
 ) -> AppResult<(StatusCode, Json<Feature>)> {
     let input = parse_feature(&feature, Some(actor.org_id))?;
-    authorize(&actor, Action::ManageArea { org_id: input.org_id })?;
+    authorize(
+        &actor,
+        Action::ManageArea {
+            org_id: input.org_id,
+        },
+    )?;
     let saved = save(&state.db, &state.areas, input, None, Some(actor.user_id)).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
@@ -408,13 +422,35 @@ async fn replace(
     Json(feature): Json<Feature>,
 ) -> AppResult<Json<Feature>> {
     let current = fetch_row(&state.db, id).await?;
-    authorize(&actor, Action::ManageArea { org_id: current.org_id })?;
+    authorize(
+        &actor,
+        Action::ManageArea {
+            org_id: current.org_id,
+        },
+    )?;
     let input = parse_feature(&feature, current.org_id)?;
-    authorize(&actor, Action::ManageArea { org_id: input.org_id })?;
+    authorize(
+        &actor,
+        Action::ManageArea {
+            org_id: input.org_id,
+        },
+    )?;
     if input.parent_id == Some(id) {
-        return Err(AppError::invalid("properties/parent_id", "an area cannot be its own parent"));
+        return Err(AppError::invalid(
+            "properties/parent_id",
+            "an area cannot be its own parent",
+        ));
     }
-    Ok(Json(save(&state.db, &state.areas, input, Some(id), Some(actor.user_id)).await?))
+    Ok(Json(
+        save(
+            &state.db,
+            &state.areas,
+            input,
+            Some(id),
+            Some(actor.user_id),
+        )
+        .await?,
+    ))
 }
 
 /// Delete an area (refused while other areas name it as their parent).
@@ -426,7 +462,12 @@ async fn delete(
     Path(id): Path<i64>,
 ) -> AppResult<StatusCode> {
     let current = fetch_row(&state.db, id).await?;
-    authorize(&actor, Action::ManageArea { org_id: current.org_id })?;
+    authorize(
+        &actor,
+        Action::ManageArea {
+            org_id: current.org_id,
+        },
+    )?;
     let result: Result<(), sqlx::Error> = async {
         in_tx!(&state.db, tx => {
             sqlx::query("DELETE FROM areas WHERE id = $1").bind(id).execute(&mut *tx).await?;
@@ -437,9 +478,9 @@ async fn delete(
     }
     .await;
     result.map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-            AppError::Conflict("other areas name this one as their parent; move or delete them first".into())
-        }
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => AppError::Conflict(
+            "other areas name this one as their parent; move or delete them first".into(),
+        ),
         _ => AppError::from(e),
     })?;
     write_index(&state.areas).remove(id);

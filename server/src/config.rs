@@ -153,7 +153,10 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's own test-jail error type
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("vigil.toml", "bind = \"127.0.0.1:9000\"\nlogin_max_failures = 3")?;
+            jail.create_file(
+                "vigil.toml",
+                "bind = \"127.0.0.1:9000\"\nlogin_max_failures = 3",
+            )?;
             jail.set_env("VIGIL_LOGIN_MAX_FAILURES", "7");
             jail.set_env("VIGIL_TEST_POSTGRES_URL", "postgres://ignored");
             let s = Settings::load(None).map_err(|e| e.to_string())?;

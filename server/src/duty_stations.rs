@@ -79,7 +79,10 @@ pub async fn insert(db: &Db, new: &NewDutyStation) -> AppResult<DutyStation> {
     }
     let cc = new.country_code.trim().to_uppercase();
     if cc.len() != 2 || !cc.chars().all(|c| c.is_ascii_uppercase()) {
-        issues.push(Issue::new("country_code", "must be an ISO 3166-1 alpha-2 code such as SS"));
+        issues.push(Issue::new(
+            "country_code",
+            "must be an ISO 3166-1 alpha-2 code such as SS",
+        ));
     }
     match (new.lat, new.lon) {
         (Some(lat), Some(lon)) => {

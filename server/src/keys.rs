@@ -130,10 +130,8 @@ fn vapid_from_secret(secret_b64: &str) -> Result<VapidKeys, KeyError> {
         .map_err(|e| KeyError::Corrupt(VAPID_KEY, e.to_string()))?;
     let secret = p256::SecretKey::from_slice(&bytes)
         .map_err(|e| KeyError::Corrupt(VAPID_KEY, e.to_string()))?;
-    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-        &secret.public_key(),
-        false,
-    );
+    let point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
     Ok(VapidKeys {
         public_key: URL_SAFE_NO_PAD.encode(point.as_bytes()),
         private_key: secret_b64.to_string(),
@@ -172,7 +170,10 @@ mod tests {
         let raw = URL_SAFE_NO_PAD.decode(&k.public_key).expect("base64url");
         assert_eq!(raw.len(), 65);
         assert_eq!(raw[0], 4);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&k.private_key).expect("b64").len(), 32);
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(&k.private_key).expect("b64").len(),
+            32
+        );
     }
 
     #[test]

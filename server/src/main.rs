@@ -12,7 +12,11 @@ use vigil_server::policy::Role;
 use vigil_server::users::NewPerson;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Location and emergency communications for staff in dangerous places")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Location and emergency communications for staff in dangerous places"
+)]
 struct Cli {
     /// Settings file (default: vigil.toml in the working directory, if present).
     #[arg(long, global = true, env = "VIGIL_CONFIG")]
@@ -71,40 +75,51 @@ enum AdminTask {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: staff, operator, adviser, org_admin, oversight"))
+    Role::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a role: staff, operator, adviser, org_admin, oversight")
+    })
 }
 
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not
+/// when it is first polled, so a signal that arrives while the server is still starting is kept.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stop the process with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    }
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -126,7 +141,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::VapidKeys { new: true } => {
             let keys = vigil_server::keys::generate_vapid()?;
-            println!("public_key  = {}\nprivate_key = {}", keys.public_key, keys.private_key);
+            println!(
+                "public_key  = {}\nprivate_key = {}",
+                keys.public_key, keys.private_key
+            );
             Ok(())
         }
         Command::VapidKeys { new: false } => {
@@ -140,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     tracing::info!(?settings, "starting");
+    let stop = shutdown_signal();
     let bind = settings.bind;
     let state = vigil_server::start(settings).await?;
     let listener = TcpListener::bind(bind)
@@ -148,27 +167,53 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     if demo {
         let users = seed(&state).await?;
-        let info = DemoInfo { url: format!("{url}/"), users };
+        let info = DemoInfo {
+            url: format!("{url}/"),
+            users,
+        };
         std::fs::write("vigil-demo.json", serde_json::to_vec_pretty(&info)?)
             .context("writing vigil-demo.json")?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "\nVigil demo is running at {url}/")?;
-        writeln!(out, "API description: {url}/api/openapi.json")?;
-        writeln!(out, "Logins (password for all: {}):", vigil_server::demo::DEMO_PASSWORD)?;
-        for u in &info.users {
-            writeln!(out, "  {:<26} {:<10} {}", u.email, u.role, u.org)?;
-        }
-        writeln!(out, "(also written to vigil-demo.json; Ctrl-C stops the server)\n")?;
+        // Best effort: a closed stdout must not stop the server.
+        let _ = print_demo_banner(&url, &info);
     }
     tracing::info!(%url, "listening");
-    vigil_server::serve(state, listener, shutdown_signal()).await
+    vigil_server::serve(state, listener, stop).await
+}
+
+fn print_demo_banner(url: &str, info: &DemoInfo) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nVigil demo is running at {url}/")?;
+    writeln!(out, "API description: {url}/api/openapi.json")?;
+    writeln!(
+        out,
+        "Logins (password for all: {}):",
+        vigil_server::demo::DEMO_PASSWORD
+    )?;
+    for u in &info.users {
+        writeln!(out, "  {:<26} {:<10} {}", u.email, u.role, u.org)?;
+    }
+    writeln!(
+        out,
+        "(also written to vigil-demo.json; Ctrl-C stops the server)\n"
+    )?;
+    out.flush()
 }
 
 async fn admin(settings: Settings, task: AdminTask) -> anyhow::Result<()> {
-    let AdminTask::CreateUser { email, name, org, org_name, roles, system_admin, password_env } = task;
+    let AdminTask::CreateUser {
+        email,
+        name,
+        org,
+        org_name,
+        roles,
+        system_admin,
+        password_env,
+    } = task;
     let state = vigil_server::start(settings).await?;
     let password = match password_env {
-        Some(var) => std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?,
+        Some(var) => {
+            std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?
+        }
         None => {
             eprint!("password for {email}: ");
             let mut line = String::new();
@@ -177,7 +222,14 @@ async fn admin(settings: Settings, task: AdminTask) -> anyhow::Result<()> {
         }
     };
     let org_id = vigil_server::orgs::find_or_create(&state.db, &org, org_name.as_deref()).await?;
-    let person = NewPerson { email, name, password: Some(password), roles, system_admin, ..NewPerson::default() };
+    let person = NewPerson {
+        email,
+        name,
+        password: Some(password),
+        roles,
+        system_admin,
+        ..NewPerson::default()
+    };
     let id = vigil_server::users::create_person(&state.db, org_id, person, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

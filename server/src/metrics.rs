@@ -56,7 +56,11 @@ impl Default for Metrics {
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let logins = Family::<LoginLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests served", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time to produce an HTTP response",

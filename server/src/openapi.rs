@@ -47,7 +47,9 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .nest("/auth", crate::auth::routes())
         .merge(crate::orgs::routes())
         .merge(crate::users::routes())
-        .merge(crate::users::roster::routes(state.settings.roster_max_bytes))
+        .merge(crate::users::roster::routes(
+            state.settings.roster_max_bytes,
+        ))
         .merge(crate::audit::routes())
         .merge(crate::duty_stations::routes())
         .merge(crate::areas::routes());
@@ -57,12 +59,15 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
 /// `GET /api/openapi.json`, and `GET /` pointing people to it until the console exists.
 pub fn routes(doc: Arc<Document>) -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { axum::response::Html(include_str!("index.html")) }))
         .route(
-        "/api/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
+            "/",
+            get(|| async { axum::response::Html(include_str!("index.html")) }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
 }

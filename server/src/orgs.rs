@@ -95,7 +95,10 @@ pub async fn insert(
         return Err(AppError::invalid("name", "must be 1 to 200 characters"));
     }
     if short.is_empty() || short.len() > 32 {
-        return Err(AppError::invalid("short_name", "must be 1 to 32 characters"));
+        return Err(AppError::invalid(
+            "short_name",
+            "must be 1 to 32 characters",
+        ));
     }
     let result: Result<Organisation, sqlx::Error> = async { in_tx!(db, tx => {
         let org: Organisation = sqlx::query_as(
@@ -109,7 +112,9 @@ pub async fn insert(
     .await;
     result.map_err(|e| {
         if is_unique_violation(&e) {
-            AppError::Conflict(format!("an organisation named {name:?} or {short:?} exists"))
+            AppError::Conflict(format!(
+                "an organisation named {name:?} or {short:?} exists"
+            ))
         } else {
             e.into()
         }

@@ -209,7 +209,9 @@ fn reason(action: Action) -> &'static str {
             "listing personnel needs the operator, adviser or org_admin role in that organisation"
         }
         ViewPerson { .. } => "you may not see this person's profile",
-        ManagePersonnel { .. } => "managing personnel needs the org_admin role in that organisation",
+        ManagePersonnel { .. } => {
+            "managing personnel needs the org_admin role in that organisation"
+        }
         AssignRole {
             role: Role::Oversight,
             ..

@@ -112,7 +112,11 @@ async fn login(
     let row: Option<LoginRow> = on_reader!(&state.db, pool => sqlx::query_as(
         "SELECT id, password_hash, active, locked_until FROM users WHERE email = $1")
         .bind(&email).fetch_optional(pool).await?);
-    if let Some(until) = row.as_ref().and_then(|r| r.locked_until).filter(|u| *u > now) {
+    if let Some(until) = row
+        .as_ref()
+        .and_then(|r| r.locked_until)
+        .filter(|u| *u > now)
+    {
         count_login(&state, "locked");
         return Err(AppError::TooManyRequests {
             detail: "too many failed logins: this account is locked for a while".into(),
@@ -139,7 +143,8 @@ async fn login(
         .map(|s| s.chars().take(200).collect::<String>());
     let session_id = random_token(16);
     let refresh_token = random_token(32);
-    let expires = now + i64::try_from(state.settings.refresh_token_ttl_days).unwrap_or(30) * 86_400_000;
+    let expires =
+        now + i64::try_from(state.settings.refresh_token_ttl_days).unwrap_or(30) * 86_400_000;
     in_tx!(&state.db, tx => {
         sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, last_seen_at = $1 WHERE id = $2")
             .bind(now).bind(user.id).execute(&mut *tx).await?;
@@ -208,7 +213,10 @@ async fn refresh(
     let row = row.ok_or_else(invalid)?;
     if row.used_at.is_some() {
         revoke_session(&state, &row.session_id, now).await?;
-        tracing::warn!(user_id = row.user_id, "refresh token reused: session revoked");
+        tracing::warn!(
+            user_id = row.user_id,
+            "refresh token reused: session revoked"
+        );
         return Err(invalid());
     }
     if row.revoked_at.is_some() || row.expires_at <= now || !row.active {
@@ -301,12 +309,14 @@ pub fn verify_token(state: &AppState, token: &str) -> AppResult<Session> {
     validation.set_issuer(&[ISSUER]);
     validation.set_required_spec_claims(&["exp", "sub", "iss"]);
     validation.leeway = 5;
-    let data = jsonwebtoken::decode::<Claims>(token, state.keys.decoding(), &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                AppError::Unauthorized("the access token has expired; refresh it".into())
+    let data =
+        jsonwebtoken::decode::<Claims>(token, state.keys.decoding(), &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    AppError::Unauthorized("the access token has expired; refresh it".into())
+                }
+                _ => AppError::Unauthorized("the access token is not valid".into()),
             }
-            _ => AppError::Unauthorized("the access token is not valid".into()),
         })?;
     let user_id = data
         .claims
@@ -332,7 +342,9 @@ fn bearer(parts: &Parts) -> AppResult<&str> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(|| AppError::Unauthorized("the Authorization header is not a Bearer token".into()))
+        .ok_or_else(|| {
+            AppError::Unauthorized("the Authorization header is not a Bearer token".into())
+        })
 }
 
 impl FromRequestParts<AppState> for Session {

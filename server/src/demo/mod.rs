@@ -55,15 +55,78 @@ struct Station {
 }
 
 const STATIONS: [Station; 9] = [
-    Station { name: "Juba", cc: "SS", lat: 4.8594, lon: 31.5713, level: 4, radius_km: 12.0 },
-    Station { name: "Malakal", cc: "SS", lat: 9.5334, lon: 31.6605, level: 5, radius_km: 8.0 },
-    Station { name: "Bor", cc: "SS", lat: 6.2088, lon: 31.5589, level: 4, radius_km: 6.0 },
-    Station { name: "Mogadishu", cc: "SO", lat: 2.0469, lon: 45.3182, level: 5, radius_km: 15.0 },
-    Station { name: "Baidoa", cc: "SO", lat: 3.1138, lon: 43.6498, level: 5, radius_km: 8.0 },
-    Station { name: "Kismayo", cc: "SO", lat: -0.3582, lon: 42.5454, level: 5, radius_km: 8.0 },
-    Station { name: "Nairobi", cc: "KE", lat: -1.2921, lon: 36.8219, level: 2, radius_km: 25.0 },
-    Station { name: "Garissa", cc: "KE", lat: -0.4532, lon: 39.6461, level: 4, radius_km: 10.0 },
-    Station { name: "Dadaab", cc: "KE", lat: 0.0527, lon: 40.3089, level: 4, radius_km: 12.0 },
+    Station {
+        name: "Juba",
+        cc: "SS",
+        lat: 4.8594,
+        lon: 31.5713,
+        level: 4,
+        radius_km: 12.0,
+    },
+    Station {
+        name: "Malakal",
+        cc: "SS",
+        lat: 9.5334,
+        lon: 31.6605,
+        level: 5,
+        radius_km: 8.0,
+    },
+    Station {
+        name: "Bor",
+        cc: "SS",
+        lat: 6.2088,
+        lon: 31.5589,
+        level: 4,
+        radius_km: 6.0,
+    },
+    Station {
+        name: "Mogadishu",
+        cc: "SO",
+        lat: 2.0469,
+        lon: 45.3182,
+        level: 5,
+        radius_km: 15.0,
+    },
+    Station {
+        name: "Baidoa",
+        cc: "SO",
+        lat: 3.1138,
+        lon: 43.6498,
+        level: 5,
+        radius_km: 8.0,
+    },
+    Station {
+        name: "Kismayo",
+        cc: "SO",
+        lat: -0.3582,
+        lon: 42.5454,
+        level: 5,
+        radius_km: 8.0,
+    },
+    Station {
+        name: "Nairobi",
+        cc: "KE",
+        lat: -1.2921,
+        lon: 36.8219,
+        level: 2,
+        radius_km: 25.0,
+    },
+    Station {
+        name: "Garissa",
+        cc: "KE",
+        lat: -0.4532,
+        lon: 39.6461,
+        level: 4,
+        radius_km: 10.0,
+    },
+    Station {
+        name: "Dadaab",
+        cc: "KE",
+        lat: 0.0527,
+        lon: 40.3089,
+        level: 4,
+        radius_km: 12.0,
+    },
 ];
 
 const GIVEN: [&str; 18] = [
@@ -98,13 +161,20 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
         return Ok(logins);
     }
     tracing::info!("seeding demo data");
-    let rca = crate::orgs::insert(&state.db, &org("Relief Coordination Agency", "RCA"), None).await?;
-    let hhs = crate::orgs::insert(&state.db, &org("Humanitarian Health Service", "HHS"), None).await?;
+    let rca =
+        crate::orgs::insert(&state.db, &org("Relief Coordination Agency", "RCA"), None).await?;
+    let hhs =
+        crate::orgs::insert(&state.db, &org("Humanitarian Health Service", "HHS"), None).await?;
     let mut station_ids = Vec::new();
     for s in &STATIONS {
         let ds = crate::duty_stations::insert(
             &state.db,
-            &NewDutyStation { name: s.name.into(), country_code: s.cc.into(), lat: Some(s.lat), lon: Some(s.lon) },
+            &NewDutyStation {
+                name: s.name.into(),
+                country_code: s.cc.into(),
+                lat: Some(s.lat),
+                lon: Some(s.lon),
+            },
         )
         .await?;
         station_ids.push(ds.id);
@@ -115,13 +185,24 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
     let hash = password::hash(DEMO_PASSWORD.to_string()).await?;
     for login in &logins {
         let org_id = if login.org == "RCA" { rca.id } else { hhs.id };
-        let station = if login.org == "RCA" { station_ids[0] } else { station_ids[3] };
+        let station = if login.org == "RCA" {
+            station_ids[0]
+        } else {
+            station_ids[3]
+        };
         let person = NewPerson {
             email: login.email.clone(),
             name: display_name(&login.email),
             phone: Some(format!("+2547000{:05}", login.email.len() * 37)),
             duty_station_id: Some(station),
-            preferred_language: Some(if login.email.starts_with("adviser@hhs") { "fr" } else { "en" }.into()),
+            preferred_language: Some(
+                if login.email.starts_with("adviser@hhs") {
+                    "fr"
+                } else {
+                    "en"
+                }
+                .into(),
+            ),
             roles: match login.role.as_str() {
                 "admin" => vec![Role::Staff, Role::OrgAdmin],
                 r => Role::parse(r).into_iter().collect(),
@@ -142,7 +223,12 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
         let family = FAMILY[(i * 7 + 3) % FAMILY.len()];
         let short = if org_id == rca.id { "rca" } else { "hhs" };
         let person = NewPerson {
-            email: format!("{}.{}{}@{short}.example", given.to_lowercase(), family.to_lowercase(), i),
+            email: format!(
+                "{}.{}{}@{short}.example",
+                given.to_lowercase(),
+                family.to_lowercase(),
+                i
+            ),
             name: format!("{given} {family}"),
             phone: Some(format!("+2119{:08}", 10_000_000 + i * 7919)),
             duty_station_id: Some(station_ids[si]),
@@ -190,7 +276,10 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
 }
 
 fn org(name: &str, short: &str) -> NewOrganisation {
-    NewOrganisation { name: name.into(), short_name: short.into() }
+    NewOrganisation {
+        name: name.into(),
+        short_name: short.into(),
+    }
 }
 
 fn display_name(email: &str) -> String {
@@ -244,43 +333,94 @@ async fn seed_areas(state: &AppState) -> anyhow::Result<()> {
     let mut country_ids = std::collections::HashMap::new();
     for f in &countries.features {
         let props = f.properties.clone().unwrap_or_default();
-        let name = props.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
-        let cc = props.get("country_code").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let geometry = f.geometry.as_ref().ok_or_else(|| anyhow::anyhow!("{name} has no outline"))?;
+        let name = props
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let cc = props
+            .get("country_code")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let geometry = f
+            .geometry
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{name} has no outline"))?;
         let level = match cc.as_str() {
             "SO" => 5,
             "SS" => 4,
             _ => 3,
         };
-        let saved = save(&state.db, &state.areas, AreaInput {
-            org_id: None,
-            name,
-            kind: AreaKind::Country,
-            level: SecurityLevel::try_from(level).ok(),
-            parent_id: None,
-            shape: Shape::from_geometry(geometry, None)?,
-            valid_from: None,
-            valid_until: None,
-        }, None, None).await?;
+        let saved = save(
+            &state.db,
+            &state.areas,
+            AreaInput {
+                org_id: None,
+                name,
+                kind: AreaKind::Country,
+                level: SecurityLevel::try_from(level).ok(),
+                parent_id: None,
+                shape: Shape::from_geometry(geometry, None)?,
+                valid_from: None,
+                valid_until: None,
+            },
+            None,
+            None,
+        )
+        .await?;
         if let Some(geojson::feature::Id::Number(n)) = saved.id {
             country_ids.insert(cc, n.as_i64().unwrap_or_default());
         }
     }
     for s in &STATIONS {
-        area(state, AreaKind::DutyStation, &format!("{} duty station", s.name), Some(s.level),
-            country_ids.get(s.cc).copied(), Shape::circle(s.lon, s.lat, s.radius_km * 1000.0)?).await?;
+        area(
+            state,
+            AreaKind::DutyStation,
+            &format!("{} duty station", s.name),
+            Some(s.level),
+            country_ids.get(s.cc).copied(),
+            Shape::circle(s.lon, s.lat, s.radius_km * 1000.0)?,
+        )
+        .await?;
     }
     // A few finer areas: a compound, its assembly point, and a no-go polygon.
-    area(state, AreaKind::Premises, "RCA compound, Juba", None, country_ids.get("SS").copied(),
-        Shape::circle(31.5825, 4.8462, 250.0)?).await?;
-    area(state, AreaKind::AssemblyPoint, "Assembly point A, Juba compound", None, country_ids.get("SS").copied(),
-        Shape::circle(31.5838, 4.8455, 60.0)?).await?;
-    let airport = geojson::Geometry::new(geojson::GeometryValue::Polygon { coordinates: vec![vec![
-        vec![45.2880, 2.0050].into(), vec![45.3170, 2.0180].into(), vec![45.3230, 2.0080].into(),
-        vec![45.2950, 1.9930].into(), vec![45.2880, 2.0050].into(),
-    ]] });
-    area(state, AreaKind::SecurityArea, "Aden Adde airport zone, Mogadishu", Some(3), country_ids.get("SO").copied(),
-        Shape::from_geometry(&airport, None)?).await?;
+    area(
+        state,
+        AreaKind::Premises,
+        "RCA compound, Juba",
+        None,
+        country_ids.get("SS").copied(),
+        Shape::circle(31.5825, 4.8462, 250.0)?,
+    )
+    .await?;
+    area(
+        state,
+        AreaKind::AssemblyPoint,
+        "Assembly point A, Juba compound",
+        None,
+        country_ids.get("SS").copied(),
+        Shape::circle(31.5838, 4.8455, 60.0)?,
+    )
+    .await?;
+    let airport = geojson::Geometry::new(geojson::GeometryValue::Polygon {
+        coordinates: vec![vec![
+            vec![45.2880, 2.0050].into(),
+            vec![45.3170, 2.0180].into(),
+            vec![45.3230, 2.0080].into(),
+            vec![45.2950, 1.9930].into(),
+            vec![45.2880, 2.0050].into(),
+        ]],
+    });
+    area(
+        state,
+        AreaKind::SecurityArea,
+        "Aden Adde airport zone, Mogadishu",
+        Some(3),
+        country_ids.get("SO").copied(),
+        Shape::from_geometry(&airport, None)?,
+    )
+    .await?;
     Ok(())
 }
 
@@ -292,15 +432,22 @@ async fn area(
     parent_id: Option<i64>,
     shape: Shape,
 ) -> anyhow::Result<()> {
-    save(&state.db, &state.areas, AreaInput {
-        org_id: None,
-        name: name.into(),
-        kind,
-        level: level.and_then(|l| SecurityLevel::try_from(l).ok()),
-        parent_id,
-        shape,
-        valid_from: None,
-        valid_until: None,
-    }, None, None).await?;
+    save(
+        &state.db,
+        &state.areas,
+        AreaInput {
+            org_id: None,
+            name: name.into(),
+            kind,
+            level: level.and_then(|l| SecurityLevel::try_from(l).ok()),
+            parent_id,
+            shape,
+            valid_from: None,
+            valid_until: None,
+        },
+        None,
+        None,
+    )
+    .await?;
     Ok(())
 }

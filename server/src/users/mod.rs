@@ -186,8 +186,13 @@ async fn change_my_password(
     if !password::verify(stored, change.current_password).await {
         return Err(AppError::Forbidden("the current password is wrong".into()));
     }
-    store::set_password(&state.db, session.user_id, change.new_password, Some(&session.id))
-        .await?;
+    store::set_password(
+        &state.db,
+        session.user_id,
+        change.new_password,
+        Some(&session.id),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,7 +229,13 @@ async fn create(
 ) -> AppResult<(StatusCode, Json<Person>)> {
     authorize(&actor, Action::ManagePersonnel { org_id })?;
     for role in &new.roles {
-        authorize(&actor, Action::AssignRole { org_id, role: *role })?;
+        authorize(
+            &actor,
+            Action::AssignRole {
+                org_id,
+                role: *role,
+            },
+        )?;
     }
     if new.system_admin && !actor.system_admin {
         return Err(AppError::Forbidden(

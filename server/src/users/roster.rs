@@ -180,11 +180,7 @@ async fn import(
         return Err(AppError::Invalid {
             detail: format!(
                 "{} of {} rows are invalid; nothing was imported",
-                issues
-                    .iter()
-                    .map(|i| &i.at)
-                    .collect::<HashSet<_>>()
-                    .len(),
+                issues.iter().map(|i| &i.at).collect::<HashSet<_>>().len(),
                 raw.len()
             ),
             issues,
@@ -203,8 +199,10 @@ async fn import(
 }
 
 async fn actor_email(state: &AppState, actor: &Actor) -> AppResult<String> {
-    Ok(on_reader!(&state.db, pool => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-        .bind(actor.user_id).fetch_one(pool).await?))
+    Ok(
+        on_reader!(&state.db, pool => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(actor.user_id).fetch_one(pool).await?),
+    )
 }
 
 fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
@@ -266,12 +264,7 @@ fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
 
 fn read_json(body: &[u8]) -> AppResult<Vec<RawRow>> {
     let items: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)
-        .map_err(|e| {
-            AppError::invalid(
-                "body",
-                format!("expected a JSON array of objects: {e}"),
-            )
-        })?;
+        .map_err(|e| AppError::invalid("body", format!("expected a JSON array of objects: {e}")))?;
     let mut rows = Vec::with_capacity(items.len());
     let mut issues = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
@@ -402,12 +395,18 @@ fn check_row(
     }
     let roles = get("roles").map(|list| {
         let mut roles = Vec::new();
-        for name in list.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()) {
+        for name in list
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match Role::parse(name) {
-                Some(role) => match crate::policy::authorize(actor, Action::AssignRole { org_id, role }) {
-                    Ok(()) => roles.push(role),
-                    Err(d) => bad("roles", format!("{name}: {d}")),
-                },
+                Some(role) => {
+                    match crate::policy::authorize(actor, Action::AssignRole { org_id, role }) {
+                        Ok(()) => roles.push(role),
+                        Err(d) => bad("roles", format!("{name}: {d}")),
+                    }
+                }
                 None => bad(
                     "roles",
                     format!("{name:?} is not a role (staff, operator, adviser, org_admin)"),
@@ -479,8 +478,7 @@ fn differs(p: &Planned, e: &Existing) -> bool {
         || (p.duty_station_id.is_some() && p.duty_station_id != e.duty_station_id)
         || (p.ec_name.is_some() && p.ec_name != e.emergency_contact_name)
         || (p.ec_phone.is_some() && p.ec_phone != e.emergency_contact_phone)
-        || p
-            .language
+        || p.language
             .as_ref()
             .is_some_and(|l| *l != e.preferred_language)
         || p.active != e.active

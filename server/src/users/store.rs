@@ -80,12 +80,16 @@ pub fn normalize_phone(raw: &str) -> Result<String, String> {
 pub fn validate_language(tag: &str) -> Result<(), String> {
     let mut parts = tag.split('-');
     let primary = parts.next().unwrap_or("");
-    let primary_ok = (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_lowercase());
-    let rest_ok = parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    let primary_ok =
+        (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_lowercase());
+    let rest_ok =
+        parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if primary_ok && rest_ok {
         Ok(())
     } else {
-        Err(format!("{tag:?} is not a language tag such as en, fr or ar"))
+        Err(format!(
+            "{tag:?} is not a language tag such as en, fr or ar"
+        ))
     }
 }
 
@@ -237,10 +241,7 @@ pub async fn insert_person(
 }
 
 fn split_contact(c: Option<&EmergencyContact>) -> (Option<&str>, Option<&str>) {
-    (
-        c.map(|c| c.name.as_str()),
-        c.map(|c| c.phone.as_str()),
-    )
+    (c.map(|c| c.name.as_str()), c.map(|c| c.phone.as_str()))
 }
 
 #[derive(sqlx::FromRow)]
@@ -456,10 +457,16 @@ mod tests {
 
     #[test]
     fn emails_phones_and_languages_are_checked() {
-        assert_eq!(normalize_email(" Amina@WFP.org ").as_deref(), Ok("amina@wfp.org"));
+        assert_eq!(
+            normalize_email(" Amina@WFP.org ").as_deref(),
+            Ok("amina@wfp.org")
+        );
         assert!(normalize_email("amina").is_err());
         assert!(normalize_email("a b@x.org").is_err());
-        assert_eq!(normalize_phone("+254 700-123 456").as_deref(), Ok("+254700123456"));
+        assert_eq!(
+            normalize_phone("+254 700-123 456").as_deref(),
+            Ok("+254700123456")
+        );
         assert!(normalize_phone("0700123456").is_err());
         assert!(validate_language("fr").is_ok());
         assert!(validate_language("pt-BR").is_ok());
