@@ -1,6 +1,7 @@
 //! Security areas: country outlines, security areas with UN levels, duty stations, premises and
 //! assembly points. GeoJSON Features in and out; stored in the database and mirrored in the
-//! in-memory R-tree ([`vigil_geofences::AreaIndex`]) that geofencing and targeting query.
+//! node's [`Tracker`] (an R-tree of areas beside the R-tree of positions), which geofencing and
+//! targeting query.
 //!
 //! Feature properties: `name` (required), `kind` (default `security_area`), `security_level`
 //! (1–6), `parent_id`, `org_id` (owner; absent or null = shared), `valid_from` and
@@ -15,15 +16,16 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use vigil_geofences::{Area, AreaIndex, AreaKind, SecurityLevel, Shape};
+use vigil_geofences::{Area, AreaIndex, AreaKind, SecurityLevel, Shape, Tracker};
 
 use crate::db::{Db, Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
 use crate::policy::{Action, Actor, authorize};
 use crate::{AppState, in_tx, on_reader};
 
-/// The areas of the deployment, in memory; shared by every request.
-pub type SharedAreas = Arc<RwLock<AreaIndex>>;
+/// The node's tracker (areas, positions, memberships), in memory; shared by every request.
+/// Held only for microseconds and never across an `.await`, so a std lock is right.
+pub type SharedTracker = Arc<RwLock<Tracker>>;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct AreaRow {
@@ -290,7 +292,7 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
 /// Stores a new area (or replaces `replace`) and updates the in-memory index.
 pub async fn save(
     db: &Db,
-    areas: &SharedAreas,
+    tracker: &SharedTracker,
     input: AreaInput,
     replace: Option<i64>,
     actor_id: Option<i64>,
@@ -344,14 +346,26 @@ pub async fn save(
         valid_until: input.valid_until,
         shape: input.shape,
     };
-    write_index(areas).upsert(area);
+    let changes = write_tracker(tracker).upsert_area(area, now);
+    if !changes.is_empty() {
+        tracing::debug!(
+            area_id = row.id,
+            changes = changes.len(),
+            "area change moved subjects"
+        );
+    }
     Ok(to_feature(&row))
 }
 
-fn write_index(areas: &SharedAreas) -> std::sync::RwLockWriteGuard<'_, AreaIndex> {
-    // A panic while holding the lock cannot leave the index half-updated (upsert and remove
-    // are single calls), so a poisoned lock is safe to keep using.
-    areas.write().unwrap_or_else(|p| p.into_inner())
+/// Write access to the tracker. A panic while it was held cannot have left it half-updated
+/// (each change is one call), so a poisoned lock is safe to keep using.
+pub fn write_tracker(tracker: &SharedTracker) -> std::sync::RwLockWriteGuard<'_, Tracker> {
+    tracker.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read access to the tracker (see [`write_tracker`] on poisoning).
+pub fn read_tracker(tracker: &SharedTracker) -> std::sync::RwLockReadGuard<'_, Tracker> {
+    tracker.read().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn fetch_row(db: &Db, id: i64) -> AppResult<AreaRow> {
@@ -407,7 +421,7 @@ async fn create(
             org_id: input.org_id,
         },
     )?;
-    let saved = save(&state.db, &state.areas, input, None, Some(actor.user_id)).await?;
+    let saved = save(&state.db, &state.tracker, input, None, Some(actor.user_id)).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -444,7 +458,7 @@ async fn replace(
     Ok(Json(
         save(
             &state.db,
-            &state.areas,
+            &state.tracker,
             input,
             Some(id),
             Some(actor.user_id),
@@ -483,6 +497,6 @@ async fn delete(
         ),
         _ => AppError::from(e),
     })?;
-    write_index(&state.areas).remove(id);
+    write_tracker(&state.tracker).remove_area(id);
     Ok(StatusCode::NO_CONTENT)
 }

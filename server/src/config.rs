@@ -36,6 +36,10 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// How long shutdown waits for requests and WebSockets to finish.
     pub shutdown_grace_secs: u64,
+    /// Days position history is kept before the background job deletes it.
+    pub position_retention_days: u64,
+    /// Most fixes accepted in one upload.
+    pub max_fixes_per_batch: usize,
     /// `text` for people, `json` for log shippers.
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `vigil_server=debug,info`.
@@ -67,6 +71,8 @@ impl Default for Settings {
             roster_max_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
+            position_retention_days: 14,
+            max_fixes_per_batch: 1000,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -79,8 +85,17 @@ impl Default for Settings {
 pub struct SettingsError(#[from] Box<figment::Error>);
 
 impl Settings {
-    /// Reads defaults, then the TOML file if it exists, then `VIGIL_*` variables.
+    /// Reads defaults, then the TOML file, then `VIGIL_*` variables. The default `vigil.toml` is
+    /// optional; a file named explicitly must exist, so a typo in a path is not silently ignored.
     pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        if let Some(path) = config_file
+            && !path.is_file()
+        {
+            return Err(SettingsError(Box::new(figment::Error::from(format!(
+                "the settings file {} does not exist",
+                path.display()
+            )))));
+        }
         let file = config_file.unwrap_or(Path::new("vigil.toml"));
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
@@ -125,6 +140,8 @@ impl fmt::Debug for Settings {
             .field("roster_max_bytes", &self.roster_max_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("position_retention_days", &self.position_retention_days)
+            .field("max_fixes_per_batch", &self.max_fixes_per_batch)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()
@@ -147,6 +164,29 @@ mod tests {
             ..Settings::default()
         };
         assert!(!format!("{s:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn the_shipped_example_settings_file_parses_and_a_missing_one_is_an_error() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/vigil.toml.example");
+        let s = Settings::load(Some(&example)).expect("ops/vigil.toml.example is valid");
+        assert_eq!(
+            s.access_token_ttl_secs,
+            Settings::default().access_token_ttl_secs
+        );
+        let documented: std::collections::BTreeMap<String, figment::value::Value> =
+            Figment::from(Toml::file(&example)).extract().expect("toml");
+        let known = serde_json::to_value(Settings::default()).expect("json");
+        let known: Vec<&String> = known.as_object().expect("object").keys().collect();
+        let documented: Vec<&String> = documented.keys().collect();
+        let mut known_sorted = known.clone();
+        known_sorted.sort();
+        assert_eq!(
+            documented, known_sorted,
+            "ops/vigil.toml.example documents every setting"
+        );
+        let err = Settings::load(Some(Path::new("/nonexistent/vigil.toml"))).expect_err("missing");
+        assert!(err.to_string().contains("does not exist"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Layout: one module per capability, each owning its routes, queries and types —
 //! [`auth`] (login, tokens, the [`policy::Actor`] extractor), [`orgs`], [`users`] (profiles,
-//! roles, roster import, reports), [`duty_stations`], [`areas`] (security areas as GeoJSON);
+//! roles, roster import, reports), [`duty_stations`], [`areas`] (security areas as GeoJSON),
+//! [`positions`] (fixes, location modes, followed areas, the operator view and its access log);
 //! shared plumbing beside them — [`config`], [`db`], [`error`], [`policy`], [`keys`],
 //! [`metrics`], [`health`], [`openapi`]; and [`demo`], which seeds a believable deployment.
 //!
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod orgs;
 pub mod policy;
+pub mod positions;
 pub mod users;
 
 use std::future::Future;
@@ -57,8 +59,11 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Security areas in memory (R-tree), mirrored from the database.
-    pub areas: areas::SharedAreas,
+    /// Areas and positions in memory (R-trees) with geofence memberships, mirrored from the
+    /// database.
+    pub tracker: areas::SharedTracker,
+    /// The single writer of positions (group commit, ordered with mode switches).
+    pub positions: positions::PositionWriter,
     /// Cancelled when the server begins to shut down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
 }
@@ -69,15 +74,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     db.migrate().await?;
     let keys = Keys::load_or_create(&db).await?;
     let area_index = areas::load_index(&db).await?;
-    tracing::info!(areas = area_index.len(), "security areas loaded");
-    Ok(AppState {
-        areas: Arc::new(std::sync::RwLock::new(area_index)),
+    let mut tracker = vigil_geofences::Tracker::with_areas(area_index);
+    let skipped = tracker.load(positions::load_latest(&db).await?);
+    tracing::info!(
+        areas = tracker.areas().len(),
+        subjects = tracker.len(),
+        skipped,
+        "spatial state loaded"
+    );
+    let tracker = Arc::new(std::sync::RwLock::new(tracker));
+    let state = AppState {
+        positions: positions::PositionWriter::spawn(db.clone(), tracker.clone()),
+        tracker,
         db,
         settings: Arc::new(settings),
         keys: Arc::new(keys),
         metrics: Arc::new(Metrics::default()),
         shutdown: CancellationToken::new(),
-    })
+    };
+    positions::spawn_retention(&state);
+    Ok(state)
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

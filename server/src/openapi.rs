@@ -52,7 +52,8 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         ))
         .merge(crate::audit::routes())
         .merge(crate::duty_stations::routes())
-        .merge(crate::areas::routes());
+        .merge(crate::areas::routes())
+        .merge(crate::positions::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 

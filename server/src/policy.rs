@@ -8,8 +8,8 @@
 //!   organisation's; `oversight` reads across organisations and so is granted only by a system
 //!   admin, never by an organisation about itself;
 //! - oversight reads everything of every organisation and changes nothing;
-//! - operators, advisers and org admins see their own organisation's personnel; staff see
-//!   themselves;
+//! - operators, advisers and org admins see their own organisation's personnel and their last
+//!   known positions; staff see themselves;
 //! - advisers draw and edit their own organisation's security areas; shared areas (no
 //!   organisation: country outlines) belong to system admins; everyone signed in may read areas,
 //!   because location-less staff choose the areas they follow.
@@ -152,6 +152,12 @@ pub enum Action {
     },
     /// Create or change duty stations (shared by every organisation).
     ManageDutyStations,
+    /// See last known positions of an organisation's people and assets (`None`: every
+    /// organisation).
+    ViewPositions {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
 }
 
 /// Why an action was refused.
@@ -191,6 +197,11 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
         ViewAreas => true,
         ManageArea { org_id: Some(org) } => actor.org_id == org && actor.has(Role::Adviser),
         ManageArea { org_id: None } => false,
+        ViewPositions { .. } if actor.oversees() => true,
+        ViewPositions { org_id: Some(org) } => {
+            actor.org_id == org && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
+        }
+        ViewPositions { org_id: None } => false,
     };
     if allowed {
         Ok(())
@@ -221,6 +232,12 @@ fn reason(action: Action) -> &'static str {
         ViewAreas => "you may not see areas",
         ManageArea { org_id: None } => "shared areas are managed by a system admin",
         ManageArea { .. } => "managing areas needs the adviser role in the area's organisation",
+        ViewPositions { org_id: None } => {
+            "seeing every organisation's positions needs the oversight role"
+        }
+        ViewPositions { .. } => {
+            "positions are seen by the operator, adviser or org_admin roles of that organisation"
+        }
     }
 }
 

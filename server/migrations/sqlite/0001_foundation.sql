@@ -134,7 +134,7 @@ CREATE TABLE last_positions (
     PRIMARY KEY (subject_kind, subject_id)
 );
 
--- Every fix, kept for the retention period.
+-- Every fix, kept for the retention period; a fix sent twice is stored once.
 CREATE TABLE position_history (
     id           INTEGER PRIMARY KEY,
     subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'asset')),
@@ -146,5 +146,23 @@ CREATE TABLE position_history (
     received_at  INTEGER NOT NULL,
     source       TEXT NOT NULL
 );
-CREATE INDEX position_history_subject ON position_history (subject_kind, subject_id, recorded_at);
+CREATE UNIQUE INDEX position_history_fix ON position_history (subject_kind, subject_id, recorded_at);
 CREATE INDEX position_history_recorded ON position_history (recorded_at);
+
+-- Areas a person follows by hand (location-less mode): they get what is targeted at them.
+CREATE TABLE followed_areas (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    area_id INTEGER NOT NULL REFERENCES areas (id) ON DELETE CASCADE,
+    since   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, area_id)
+);
+
+-- Every read of a person's location, which that person can read back.
+CREATE TABLE location_access_log (
+    id         INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    viewer_id  INTEGER NOT NULL REFERENCES users (id),
+    subject_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    purpose    TEXT NOT NULL
+);
+CREATE INDEX location_access_subject ON location_access_log (subject_id, at);

@@ -354,7 +354,7 @@ async fn seed_areas(state: &AppState) -> anyhow::Result<()> {
         };
         let saved = save(
             &state.db,
-            &state.areas,
+            &state.tracker,
             AreaInput {
                 org_id: None,
                 name,
@@ -434,7 +434,7 @@ async fn area(
 ) -> anyhow::Result<()> {
     save(
         &state.db,
-        &state.areas,
+        &state.tracker,
         AreaInput {
             org_id: None,
             name: name.into(),

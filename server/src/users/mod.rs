@@ -42,6 +42,8 @@ pub struct Person {
     pub active: bool,
     /// Operates the whole deployment.
     pub system_admin: bool,
+    /// `tracking` or `location_less`.
+    pub location_mode: String,
     /// Roles within the organisation.
     pub roles: Vec<Role>,
     /// Eligible dependants, accounted for in roll-calls.

@@ -257,6 +257,7 @@ struct PersonRow {
     preferred_language: String,
     active: bool,
     is_system_admin: bool,
+    location_mode: String,
     last_seen_at: Option<Timestamp>,
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -278,7 +279,7 @@ struct DependantRow {
 
 const PERSON_COLUMNS: &str = "u.id, u.org_id, u.email, u.name, u.phone, u.duty_station_id, \
     u.emergency_contact_name, u.emergency_contact_phone, u.preferred_language, u.active, \
-    u.is_system_admin, u.last_seen_at, u.created_at, u.updated_at";
+    u.is_system_admin, u.location_mode, u.last_seen_at, u.created_at, u.updated_at";
 
 fn assemble(rows: Vec<PersonRow>, roles: Vec<RoleRow>, deps: Vec<DependantRow>) -> Vec<Person> {
     let mut roles_of: HashMap<i64, Vec<Role>> = HashMap::new();
@@ -313,6 +314,7 @@ fn assemble(rows: Vec<PersonRow>, roles: Vec<RoleRow>, deps: Vec<DependantRow>) 
                 preferred_language: r.preferred_language,
                 active: r.active,
                 system_admin: r.is_system_admin,
+                location_mode: r.location_mode,
                 roles,
                 dependants: deps_of.remove(&r.id).unwrap_or_default(),
                 last_seen_at: r.last_seen_at,

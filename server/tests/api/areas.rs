@@ -12,11 +12,19 @@ fn polygon(name: &str, level: i64, ring: Value) -> Value {
 }
 
 fn juba_ring() -> Value {
-    json!([[31.50, 4.80], [31.65, 4.80], [31.65, 4.92], [31.50, 4.92], [31.50, 4.80]])
+    json!([
+        [31.50, 4.80],
+        [31.65, 4.80],
+        [31.65, 4.92],
+        [31.50, 4.92],
+        [31.50, 4.80]
+    ])
 }
 
 fn indexed(srv: &crate::support::TestServer, lon: f64, lat: f64) -> Vec<i64> {
-    srv.state.areas.read().expect("index").containing(lon, lat, vigil_server::db::now_ms())
+    vigil_server::areas::read_tracker(&srv.state.tracker)
+        .areas()
+        .containing(lon, lat, vigil_server::db::now_ms())
 }
 
 on_both_databases! {

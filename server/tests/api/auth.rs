@@ -16,7 +16,9 @@ async fn staff_with_email(srv: &TestServer) -> (String, i64) {
         roles: vec![Role::Staff],
         ..Default::default()
     };
-    let id = vigil_server::users::create_person(&srv.state.db, org, person, None).await.expect("user");
+    let id = vigil_server::users::create_person(&srv.state.db, org, person, None)
+        .await
+        .expect("user");
     (email, id)
 }
 
@@ -136,9 +138,11 @@ on_both_databases! {
 /// Token expiry does not touch storage, so SQLite alone covers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tokens_say_so() {
-    let srv = TestServer::start_with(crate::support::Backend::Sqlite, |s| s.access_token_ttl_secs = 0)
-        .await
-        .expect("server");
+    let srv = TestServer::start_with(crate::support::Backend::Sqlite, |s| {
+        s.access_token_ttl_secs = 0
+    })
+    .await
+    .expect("server");
     let (email, _) = staff_with_email(&srv).await;
     let c = srv.anon().login(&email, PASSWORD).await;
     // Past the 5 s clock-skew leeway.

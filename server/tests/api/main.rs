@@ -9,4 +9,5 @@ mod bad_input;
 mod health;
 mod people;
 mod policy_matrix;
+mod positions;
 mod roster;

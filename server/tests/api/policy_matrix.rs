@@ -1,0 +1,401 @@
+//! The role × route matrix: every kind of caller against every `/api/v1` route, on their own
+//! organisation's data and on another organisation's. Allowed callers get the route's success
+//! status; everyone else gets a 403 problem (401 when not signed in). A route that appears in
+//! the OpenAPI document without a row here fails the test, so new routes cannot skip the policy.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use vigil_server::policy::Role;
+
+use crate::on_both_databases;
+use crate::support::{Client, PASSWORD, Resp, TestServer, unique};
+
+/// Who is calling. Everyone but the anonymous caller belongs to organisation A.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    Staff,
+    Operator,
+    Adviser,
+    OrgAdmin,
+    Oversight,
+    SystemAdmin,
+}
+
+use Who::*;
+
+const EVERYONE: &[Who] = &[
+    Anonymous,
+    Staff,
+    Operator,
+    Adviser,
+    OrgAdmin,
+    Oversight,
+    SystemAdmin,
+];
+const SIGNED_IN: &[Who] = &[Staff, Operator, Adviser, OrgAdmin, Oversight, SystemAdmin];
+const A_PERSONNEL_READERS: &[Who] = &[Operator, Adviser, OrgAdmin, Oversight, SystemAdmin];
+const A_ADMINS: &[Who] = &[OrgAdmin, SystemAdmin];
+const A_REPORT_READERS: &[Who] = &[OrgAdmin, Oversight, SystemAdmin];
+const A_ADVISERS: &[Who] = &[Adviser, SystemAdmin];
+const OVERSEERS: &[Who] = &[Oversight, SystemAdmin];
+const SYSTEM_ADMIN: &[Who] = &[SystemAdmin];
+
+/// A signed-in (or anonymous) caller and the credentials it can log in with again.
+struct Caller {
+    who: Who,
+    client: Client,
+    /// Own email; the anonymous caller knows a colleague's, to show that login is open.
+    email: String,
+}
+
+/// Two organisations and the things the rows act on.
+struct World {
+    a: i64,
+    b: i64,
+    callers: Vec<Caller>,
+    /// Staff member of A whom the rows read, change and grant roles to.
+    a_member: i64,
+    /// Staff member of B, likewise.
+    b_member: i64,
+    a_area: i64,
+    b_area: i64,
+    shared_area: i64,
+    /// Draws fresh areas for the DELETE rows.
+    system_admin: Client,
+}
+
+/// What a row sends; anything that creates gets fresh names on every attempt.
+enum Send {
+    Nothing,
+    Json(Value),
+    NewOrganisation,
+    NewDutyStation,
+    NewPerson {
+        roles: &'static [&'static str],
+    },
+    NewArea {
+        org: Option<i64>,
+    },
+    /// A CSV roster with one new person.
+    Roster,
+    /// The caller's own email and password.
+    OwnCredentials,
+    /// A refresh token from a fresh login of the caller.
+    OwnRefreshToken,
+    /// Nothing, but on a fresh session of the caller (logout ends the session it is sent on).
+    OnFreshSession,
+}
+
+/// What the parameters of the row's route stand for.
+enum Subject {
+    /// The route has no parameters.
+    Plain,
+    /// `{id}` is this organisation, user or area.
+    Id(i64),
+    /// `{id}` is this user and `{role}` this role.
+    IdRole(i64, &'static str),
+    /// `{id}` is the caller.
+    Me,
+    /// `{id}` is a new area owned by this organisation (`None`: shared), drawn for every attempt.
+    FreshArea(Option<i64>),
+}
+
+struct Row {
+    method: Method,
+    /// The route as the OpenAPI document names it.
+    route: &'static str,
+    /// Whose data the row touches, for messages.
+    on: &'static str,
+    subject: Subject,
+    send: Send,
+    allowed: &'static [Who],
+    success: u16,
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} on {}", self.method, self.route, self.on)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    method: Method,
+    route: &'static str,
+    on: &'static str,
+    subject: Subject,
+    send: Send,
+    allowed: &'static [Who],
+    success: u16,
+) -> Row {
+    Row {
+        method,
+        route,
+        on,
+        subject,
+        send,
+        allowed,
+        success,
+    }
+}
+
+/// A small square near Juba; without `org_id`, so a replacement keeps the area's owner.
+fn square(name: &str) -> Value {
+    json!({
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[31.5, 4.8], [31.7, 4.8], [31.7, 4.9], [31.5, 4.9], [31.5, 4.8]]]},
+        "properties": {"name": name, "kind": "security_area", "security_level": 3},
+    })
+}
+
+/// The square, owned by `org` (`None`: shared).
+fn owned_square(name: &str, org: Option<i64>) -> Value {
+    let mut feature = square(name);
+    feature["properties"]["org_id"] = json!(org);
+    feature
+}
+
+async fn draw_area(system_admin: &Client, org: Option<i64>) -> i64 {
+    let feature = system_admin
+        .post("/api/v1/areas", owned_square(&unique("Area "), org))
+        .await
+        .expect(201);
+    feature["id"].as_i64().expect("area id")
+}
+
+async fn email_of(client: &Client) -> String {
+    let me = client.get("/api/v1/me").await.expect(200);
+    me["email"].as_str().expect("email").to_string()
+}
+
+/// Organisation A with one caller per role and a system admin; organisation B with a staff
+/// member, an org admin and an area of its own.
+async fn build_world(srv: &TestServer) -> World {
+    let a = srv.org().await;
+    let b = srv.org().await;
+    let a_member = srv.user(a, &[Role::Staff], false).await;
+    let b_member = srv.user(b, &[Role::Staff], false).await;
+    let _b_admin = srv.user(b, &[Role::OrgAdmin], false).await;
+    let system_admin = srv.user(a, &[Role::Staff], true).await;
+    let mut callers = vec![Caller {
+        who: Anonymous,
+        client: srv.anon(),
+        email: email_of(&a_member).await,
+    }];
+    for (who, role) in [
+        (Staff, Role::Staff),
+        (Operator, Role::Operator),
+        (Adviser, Role::Adviser),
+        (OrgAdmin, Role::OrgAdmin),
+        (Oversight, Role::Oversight),
+    ] {
+        let client = srv.user(a, &[role], false).await;
+        let email = email_of(&client).await;
+        callers.push(Caller { who, client, email });
+    }
+    callers.push(Caller {
+        who: SystemAdmin,
+        client: system_admin.clone(),
+        email: email_of(&system_admin).await,
+    });
+    World {
+        a,
+        b,
+        callers,
+        a_member: a_member.user_id,
+        b_member: b_member.user_id,
+        a_area: draw_area(&system_admin, Some(a)).await,
+        b_area: draw_area(&system_admin, Some(b)).await,
+        shared_area: draw_area(&system_admin, None).await,
+        system_admin,
+    }
+}
+
+/// One row per route and whose data it touches.
+#[rustfmt::skip]
+fn table(w: &World) -> Vec<Row> {
+    use Subject::{FreshArea, Id, IdRole, Me, Plain};
+    use Send::{Nothing, OnFreshSession, OwnCredentials, OwnRefreshToken, Roster};
+    let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+    let (a, b, a_member, b_member) = (w.a, w.b, w.a_member, w.b_member);
+    let phone = || Send::Json(json!({"phone": "+254 700 000 001"}));
+    let same_password = || Send::Json(json!({"password": PASSWORD}));
+    let renamed = || Send::Json(square("Renamed area"));
+    let person = |roles| Send::NewPerson { roles };
+    let area = |org| Send::NewArea { org };
+    vec![
+        // Signing in is open to everyone; everything else needs a session.
+        row(post.clone(),   "/api/v1/auth/login",   "own account", Plain, OwnCredentials,  EVERYONE,  200),
+        row(post.clone(),   "/api/v1/auth/refresh", "own session", Plain, OwnRefreshToken, EVERYONE,  200),
+        row(post.clone(),   "/api/v1/auth/logout",  "own session", Plain, OnFreshSession,  SIGNED_IN, 204),
+        // Everyone signed in keeps their own profile.
+        row(get.clone(),    "/api/v1/me",           "self", Plain, Nothing, SIGNED_IN, 200),
+        row(patch.clone(),  "/api/v1/me",           "self", Plain, Send::Json(json!({"preferred_language": "fr"})), SIGNED_IN, 200),
+        row(put.clone(),    "/api/v1/me/password",  "self", Plain,
+            Send::Json(json!({"current_password": PASSWORD, "new_password": PASSWORD})), SIGNED_IN, 204),
+        row(get.clone(),    "/api/v1/users/{id}",   "self", Me, Nothing, SIGNED_IN, 200),
+        // Organisations: members see their own, oversight sees every one, a system admin creates.
+        row(get.clone(),    "/api/v1/organisations",      "own or all", Plain, Nothing, SIGNED_IN, 200),
+        row(post.clone(),   "/api/v1/organisations",      "a new one",  Plain, Send::NewOrganisation, SYSTEM_ADMIN, 201),
+        row(get.clone(),    "/api/v1/organisations/{id}", "A", Id(a), Nothing, SIGNED_IN, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}", "B", Id(b), Nothing, OVERSEERS, 200),
+        // Personnel: managed by the organisation's admins, read by its operators and advisers too.
+        row(get.clone(),    "/api/v1/organisations/{id}/users", "A", Id(a), Nothing, A_PERSONNEL_READERS, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}/users", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(post.clone(),   "/api/v1/organisations/{id}/users", "A", Id(a), person(&["staff", "operator"]), A_ADMINS, 201),
+        row(post.clone(),   "/api/v1/organisations/{id}/users", "A, as oversight", Id(a), person(&["oversight"]), SYSTEM_ADMIN, 201),
+        row(post.clone(),   "/api/v1/organisations/{id}/users", "B", Id(b), person(&["staff"]), SYSTEM_ADMIN, 201),
+        row(get.clone(),    "/api/v1/users/{id}",          "A's member", Id(a_member), Nothing, A_PERSONNEL_READERS, 200),
+        row(get.clone(),    "/api/v1/users/{id}",          "B's member", Id(b_member), Nothing, OVERSEERS, 200),
+        row(patch.clone(),  "/api/v1/users/{id}",          "A's member", Id(a_member), phone(), A_ADMINS, 200),
+        row(patch.clone(),  "/api/v1/users/{id}",          "B's member", Id(b_member), phone(), SYSTEM_ADMIN, 200),
+        row(put.clone(),    "/api/v1/users/{id}/password", "A's member", Id(a_member), same_password(), A_ADMINS, 204),
+        row(put.clone(),    "/api/v1/users/{id}/password", "B's member", Id(b_member), same_password(), SYSTEM_ADMIN, 204),
+        // Roles: an organisation's admins decide for its own members; oversight comes from a system admin.
+        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
+        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
+        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
+        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
+        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
+        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
+        // Roster import and the administrative reports.
+        row(post.clone(),   "/api/v1/organisations/{id}/roster", "A", Id(a), Roster, A_ADMINS, 200),
+        row(post.clone(),   "/api/v1/organisations/{id}/roster", "B", Id(b), Roster, SYSTEM_ADMIN, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}/reports/stale-profiles", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}/reports/stale-profiles", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}/audit", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(get.clone(),    "/api/v1/organisations/{id}/audit", "B", Id(b), Nothing, OVERSEERS, 200),
+        // Duty stations are shared: everyone reads them, a system admin adds them.
+        row(get.clone(),    "/api/v1/duty-stations", "all",       Plain, Nothing, SIGNED_IN, 200),
+        row(post.clone(),   "/api/v1/duty-stations", "a new one", Plain, Send::NewDutyStation, SYSTEM_ADMIN, 201),
+        // Areas: everyone reads; advisers draw their own organisation's; shared ones are a system admin's.
+        row(get.clone(),    "/api/v1/areas",      "all",    Plain, Nothing, SIGNED_IN, 200),
+        row(post.clone(),   "/api/v1/areas",      "A",      Plain, area(Some(a)), A_ADVISERS, 201),
+        row(post.clone(),   "/api/v1/areas",      "B",      Plain, area(Some(b)), SYSTEM_ADMIN, 201),
+        row(post.clone(),   "/api/v1/areas",      "shared", Plain, area(None), SYSTEM_ADMIN, 201),
+        row(get.clone(),    "/api/v1/areas/{id}", "A",      Id(w.a_area), Nothing, SIGNED_IN, 200),
+        row(get.clone(),    "/api/v1/areas/{id}", "B",      Id(w.b_area), Nothing, SIGNED_IN, 200),
+        row(put.clone(),    "/api/v1/areas/{id}", "A",      Id(w.a_area), renamed(), A_ADVISERS, 200),
+        row(put.clone(),    "/api/v1/areas/{id}", "B",      Id(w.b_area), renamed(), SYSTEM_ADMIN, 200),
+        row(put.clone(),    "/api/v1/areas/{id}", "shared", Id(w.shared_area), renamed(), SYSTEM_ADMIN, 200),
+        row(put.clone(),    "/api/v1/areas/{id}", "A, handed to B", FreshArea(Some(a)),
+            Send::Json(owned_square("Handed over", Some(b))), SYSTEM_ADMIN, 200),
+        row(delete.clone(), "/api/v1/areas/{id}", "A",      FreshArea(Some(a)), Nothing, A_ADVISERS, 204),
+        row(delete.clone(), "/api/v1/areas/{id}", "B",      FreshArea(Some(b)), Nothing, SYSTEM_ADMIN, 204),
+        row(delete,         "/api/v1/areas/{id}", "shared", FreshArea(None), Nothing, SYSTEM_ADMIN, 204),
+    ]
+}
+
+/// The row's route with its parameters filled in for this attempt.
+async fn path_for(w: &World, row: &Row, caller: &Caller) -> String {
+    let id = match row.subject {
+        Subject::Plain => return row.route.to_string(),
+        Subject::Id(id) | Subject::IdRole(id, _) => id,
+        Subject::Me => caller.client.user_id,
+        Subject::FreshArea(owner) => draw_area(&w.system_admin, owner).await,
+    };
+    let path = row.route.replace("{id}", &id.to_string());
+    match row.subject {
+        Subject::IdRole(_, role) => path.replace("{role}", role),
+        _ => path,
+    }
+}
+
+/// Makes one attempt of `row` as `caller`, with fresh data where the row needs it.
+async fn attempt(srv: &TestServer, w: &World, row: &Row, caller: &Caller) -> Resp {
+    let path = path_for(w, row, caller).await;
+    let method = row.method.clone();
+    let client = &caller.client;
+    let fresh_session = || srv.anon().login(&caller.email, PASSWORD);
+    let body = match &row.send {
+        Send::Nothing => return client.send(method, &path, None).await,
+        Send::Json(body) => body.clone(),
+        Send::NewOrganisation => json!({"name": unique("Org "), "short_name": unique("S")}),
+        Send::NewDutyStation => json!({"name": unique("Station "), "country_code": "SS"}),
+        Send::NewPerson { roles } => {
+            let email = format!("{}@new.example", unique("p"));
+            json!({"email": email, "name": "New Person", "roles": roles})
+        }
+        Send::NewArea { org } => owned_square(&unique("Area "), *org),
+        Send::Roster => {
+            let email = format!("{}@roster.example", unique("r"));
+            let csv = format!("email,name,roles\n{email},Roster Person,staff\n");
+            return client
+                .send_raw(method, &path, "text/csv", csv.into_bytes())
+                .await;
+        }
+        Send::OwnCredentials => json!({"email": caller.email, "password": PASSWORD}),
+        Send::OwnRefreshToken => {
+            let refresh = fresh_session().await.refresh.expect("refresh token");
+            json!({"refresh_token": refresh})
+        }
+        Send::OnFreshSession => {
+            let session = match caller.who {
+                Anonymous => client.clone(),
+                _ => fresh_session().await,
+            };
+            return session.send(method, &path, None).await;
+        }
+    };
+    client.send(method, &path, Some(body)).await
+}
+
+/// Every (method, path) the OpenAPI document lists.
+async fn documented_routes(srv: &TestServer) -> BTreeSet<(String, String)> {
+    let doc = srv.anon().get("/api/openapi.json").await.expect(200);
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
+            if item.get(method).is_some() {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+on_both_databases! {
+    async fn every_role_meets_every_route_on_its_own_and_another_organisations_data(srv: TestServer) {
+        let world = build_world(&srv).await;
+        let rows = table(&world);
+
+        let documented = documented_routes(&srv).await;
+        let covered: BTreeSet<(String, String)> =
+            rows.iter().map(|r| (r.method.to_string(), r.route.to_string())).collect();
+        let missing: Vec<_> = documented.difference(&covered).collect();
+        assert!(missing.is_empty(), "routes in the OpenAPI document without a matrix row: {missing:?}");
+        let unknown: Vec<_> = covered.difference(&documented).collect();
+        assert!(unknown.is_empty(), "matrix rows for routes the OpenAPI document does not list: {unknown:?}");
+
+        let mut wrong = Vec::new();
+        for row in &rows {
+            for caller in &world.callers {
+                let expected = if row.allowed.contains(&caller.who) {
+                    row.success
+                } else if caller.who == Anonymous {
+                    401
+                } else {
+                    403
+                };
+                let resp = attempt(&srv, &world, row, caller).await;
+                let is_problem = resp.headers.get("content-type").and_then(|v| v.to_str().ok())
+                    == Some("application/problem+json");
+                if resp.status != expected {
+                    wrong.push(format!("{row} as {:?}: expected {expected}, got {} {}", caller.who, resp.status, resp.body));
+                } else if expected >= 400 && !is_problem {
+                    wrong.push(format!("{row} as {:?}: {expected} is not problem+json", caller.who));
+                } else if expected >= 400 {
+                    resp.problem(expected);
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{} of {} attempts went wrong:\n{}", wrong.len(),
+            rows.len() * world.callers.len(), wrong.join("\n"));
+    }
+}

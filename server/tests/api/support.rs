@@ -86,7 +86,10 @@ impl TestServer {
     }
 
     /// Like [`start`](Self::start), with settings adjusted by `tweak`.
-    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<TestServer> {
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<TestServer> {
         let mut settings = Settings::default();
         let mut dir = None;
         let mut pg_cleanup = None;
@@ -257,14 +260,22 @@ impl Resp {
     /// Panics with the body unless the status is `expected`.
     #[track_caller]
     pub fn expect(self, expected: u16) -> Value {
-        assert_eq!(self.status, expected, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, expected,
+            "unexpected status; body: {}",
+            self.body
+        );
         self.body
     }
 
     /// Asserts an RFC 9457 problem with this status and returns its body.
     #[track_caller]
     pub fn problem(self, expected: u16) -> Value {
-        assert_eq!(self.status, expected, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, expected,
+            "unexpected status; body: {}",
+            self.body
+        );
         let ct = self
             .headers
             .get("content-type")
@@ -281,7 +292,10 @@ impl Client {
     /// Logs in and keeps the tokens; panics on failure.
     pub async fn login(mut self, email: &str, password: &str) -> Client {
         let body = self
-            .post("/api/v1/auth/login", json!({ "email": email, "password": password }))
+            .post(
+                "/api/v1/auth/login",
+                json!({ "email": email, "password": password }),
+            )
             .await
             .expect(200);
         self.token = body["access_token"].as_str().map(str::to_string);
@@ -310,7 +324,13 @@ impl Client {
     }
 
     /// Sends a raw body with the given content type.
-    pub async fn send_raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Resp {
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -328,7 +348,11 @@ impl Client {
         let headers = res.headers().clone();
         let text = res.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET.

@@ -1,0 +1,244 @@
+//! Positions: tracking and location-less staff, the operator view and its access log.
+
+use serde_json::{Value, json};
+use vigil_server::db::{Db, Timestamp, now_ms};
+use vigil_server::policy::Role;
+
+use crate::on_both_databases;
+use crate::support::{Client, TestServer};
+
+fn ago(ms_ago: i64) -> String {
+    Timestamp(now_ms() - ms_ago).to_rfc3339()
+}
+
+fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
+    json!({"lat": lat, "lon": lon, "accuracy_m": 8.0, "recorded_at": ago(ms_ago)})
+}
+
+async fn juba_area(adviser: &Client) -> i64 {
+    let area = json!({"type": "Feature", "properties": {"name": "Juba town", "security_level": 4},
+        "geometry": {"type": "Polygon", "coordinates": [[[31.50, 4.80], [31.65, 4.80], [31.65, 4.92], [31.50, 4.92], [31.50, 4.80]]]}});
+    adviser.post("/api/v1/areas", area).await.expect(201)["id"]
+        .as_i64()
+        .expect("id")
+}
+
+/// Every cell of every table, as text: what "no row anywhere" is checked against.
+async fn every_stored_value(db: &Db) -> Vec<String> {
+    use sqlx::Row;
+    match db {
+        Db::Sqlite { read, .. } => {
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .fetch_all(read)
+                    .await
+                    .expect("tables");
+            let mut out = Vec::new();
+            for t in tables {
+                let cols: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{t}')"
+                )))
+                .fetch_all(read)
+                .await
+                .expect("columns")
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+                let expr = cols.iter().map(|c| format!("COALESCE(CASE typeof(\"{c}\") WHEN 'blob' THEN hex(\"{c}\") ELSE CAST(\"{c}\" AS TEXT) END, '')")).collect::<Vec<_>>().join(" || '|' || ");
+                let rows: Vec<String> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {expr} FROM \"{t}\"")))
+                        .fetch_all(read)
+                        .await
+                        .expect("rows");
+                out.extend(rows);
+            }
+            out
+        }
+        Db::Postgres(pool) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("tables");
+            let mut out = Vec::new();
+            for t in tables {
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT r::text FROM \"{t}\" r"
+                )))
+                .fetch_all(pool)
+                .await
+                .expect("rows");
+                out.extend(rows);
+            }
+            out
+        }
+    }
+}
+
+on_both_databases! {
+    async fn buffered_fixes_arrive_out_of_order_and_the_newest_wins(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let juba = juba_area(&adviser).await;
+
+        // Offline for an hour, the phone uploads what it buffered, newest first and one twice.
+        let batch = json!({"fixes": [fix(4.85, 31.58, 60_000), fix(4.60, 31.20, 3_600_000), fix(4.85, 31.58, 60_000)]});
+        let receipt = staff.post("/api/v1/positions", batch).await.expect(200);
+        assert_eq!(receipt["accepted"], 2);
+        assert_eq!(receipt["duplicates"], 1);
+        let t = &receipt["transitions"][0];
+        assert_eq!((t["event"].as_str(), t["area_id"].as_i64(), t["security_level"].as_i64()), (Some("entered"), Some(juba), Some(4)));
+        assert_eq!(t["name"], "Juba town");
+
+        // A late, older fix outside Juba is history, not the current position.
+        let late_fix = fix(4.0, 30.0, 1_800_000);
+        let late = staff.post("/api/v1/positions", json!({"fixes": [late_fix.clone()]})).await.expect(200);
+        assert_eq!(late["accepted"], 1);
+        assert_eq!(late["transitions"], json!([]));
+        let again = staff.post("/api/v1/positions", json!({"fixes": [late_fix]})).await.expect(200);
+        assert_eq!((again["accepted"].as_i64(), again["duplicates"].as_i64()), (Some(0), Some(1)));
+
+        let seen = operator.get(&format!("/api/v1/positions?area_id={juba}")).await.expect(200);
+        let me = seen.as_array().expect("list").iter().find(|p| p["id"] == staff.user_id).expect("staff in Juba");
+        assert_eq!((me["lat"].as_f64(), me["lon"].as_f64()), (Some(4.85), Some(31.58)));
+        assert_eq!(me["area_ids"], json!([juba]));
+
+        // Leaving Juba.
+        let out = staff.post("/api/v1/positions", json!({"fixes": [fix(5.5, 32.5, 1_000)]})).await.expect(200);
+        assert_eq!(out["transitions"][0]["event"], "left");
+        let in_juba = operator.get(&format!("/api/v1/positions?area_id={juba}")).await.expect(200);
+        assert!(in_juba.as_array().expect("list").iter().all(|p| p["id"] != staff.user_id));
+    }
+
+    async fn bad_fixes_are_refused_whole_with_each_reason(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let body = staff.post("/api/v1/positions", json!({"fixes": [
+            fix(91.0, 0.0, 0), fix(0.0, 181.0, 0), fix(0.0, 0.0, -3_600_000), fix(0.0, 0.0, 20 * 86_400_000), fix(1.0, 1.0, 0)
+        ]})).await.problem(422);
+        let at: Vec<&str> = body["issues"].as_array().expect("issues").iter().map(|i| i["at"].as_str().expect("at")).collect();
+        assert_eq!(at, ["fixes/0/lat", "fixes/1/lon", "fixes/2/recorded_at", "fixes/3/recorded_at"]);
+        staff.post("/api/v1/positions", json!({"fixes": []})).await.problem(422);
+        let many: Vec<Value> = (0..1001).map(|i| fix(1.0, 1.0, i * 1000)).collect();
+        staff.post("/api/v1/positions", json!({"fixes": many})).await.problem(422);
+        staff.post("/api/v1/positions", json!({"fixes": [{"lat": "north", "lon": 1.0, "recorded_at": ago(0)}]})).await.problem(422);
+        staff.post("/api/v1/positions", json!({"fixes": [{"lat": 1.0, "lon": 1.0, "recorded_at": "yesterday"}]})).await.problem(422);
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let seen = operator.get("/api/v1/positions").await.expect(200);
+        assert!(seen.as_array().expect("list").iter().all(|p| p["id"] != staff.user_id), "nothing was stored");
+    }
+
+    async fn a_location_less_day_leaves_no_position_anywhere(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let juba = juba_area(&adviser).await;
+        // Distinctive coordinates, so that finding them anywhere would be no coincidence.
+        let (lat, lon) = (4.871_234_5, 31.601_234_5);
+
+        // Morning: still tracking, the phone reports; then she opts out.
+        staff.post("/api/v1/positions", json!({"fixes": [fix(lat, lon, 7_200_000), fix(lat, lon, 3_600_000)]})).await.expect(200);
+        operator.get("/api/v1/positions").await.expect(200);
+        // The scan below would see them: while tracking, her position is stored.
+        assert!(every_stored_value(&srv.state.db).await.iter().any(|v| v.contains("4.8712345")));
+        assert_eq!(staff.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200)["mode"], "location_less");
+        assert_eq!(staff.get("/api/v1/me").await.expect(200)["location_mode"], "location_less");
+
+        // The day: she follows Juba by hand, her phone keeps trying to send positions, she
+        // reads areas and her profile, operators look at the map.
+        staff.put("/api/v1/me/followed-areas", json!({"area_ids": [juba, juba]})).await.expect(200);
+        assert_eq!(staff.get("/api/v1/me/followed-areas").await.expect(200)["area_ids"], json!([juba]));
+        staff.put("/api/v1/me/followed-areas", json!({"area_ids": [juba, 999_999]})).await.problem(422);
+        for hour in 0..8 {
+            let refused = staff.post("/api/v1/positions", json!({"fixes": [fix(lat, lon, hour * 60_000)]})).await.problem(409);
+            assert!(refused["detail"].as_str().expect("detail").contains("location-less"));
+        }
+        staff.get("/api/v1/areas").await.expect(200);
+        staff.patch("/api/v1/me", json!({"phone": "+211 912 345 678"})).await.expect(200);
+        let map = operator.get("/api/v1/positions").await.expect(200);
+        assert!(map.as_array().expect("list").iter().all(|p| p["id"] != staff.user_id));
+
+        // Proof: no row of any table, and nothing in memory, holds her position.
+        let needles = [format!("{lat}"), format!("{lon}"), "4.8712345".to_string(), "31.6012345".to_string()];
+        for value in every_stored_value(&srv.state.db).await {
+            for n in &needles {
+                assert!(!value.contains(n.as_str()), "found {n} in a stored row: {value}");
+            }
+        }
+        let tracker = vigil_server::areas::read_tracker(&srv.state.tracker);
+        assert!(tracker.last_fix(staff.user_id).is_none());
+        assert!(!tracker.members_of(juba).contains(&staff.user_id));
+        drop(tracker);
+
+        // Back to tracking: positions are accepted again.
+        staff.put("/api/v1/me/location-mode", json!({"mode": "tracking"})).await.expect(200);
+        staff.post("/api/v1/positions", json!({"fixes": [fix(4.85, 31.58, 0)]})).await.expect(200);
+    }
+
+    async fn a_fix_racing_the_switch_to_location_less_never_survives_it(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let mut sends = Vec::new();
+        for i in 0..20 {
+            let c = staff.clone();
+            sends.push(tokio::spawn(async move {
+                c.post("/api/v1/positions", json!({"fixes": [fix(3.0, 30.0 + f64::from(i) / 100.0, i64::from(i) * 1000)]})).await.status
+            }));
+        }
+        staff.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200);
+        for s in sends {
+            let status = s.await.expect("task");
+            assert!(status == 200 || status == 409, "each fix is stored before the switch or refused after it");
+        }
+        let left: i64 = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(staff.user_id).fetch_one(pool).await.expect("count"));
+        assert_eq!(left, 0);
+        assert!(vigil_server::areas::read_tracker(&srv.state.tracker).last_fix(staff.user_id).is_none());
+    }
+
+    async fn operators_see_their_organisation_and_every_read_is_logged(srv: TestServer) {
+        let a = srv.org().await;
+        let b = srv.org().await;
+        let staff_a = srv.user(a, &[Role::Staff], false).await;
+        let staff_b = srv.user(b, &[Role::Staff], false).await;
+        let operator_a = srv.user(a, &[Role::Operator], false).await;
+        let oversight = srv.user(a, &[Role::Oversight], false).await;
+        staff_a.post("/api/v1/positions", json!({"fixes": [fix(2.04, 45.31, 600_000)]})).await.expect(200);
+        staff_b.post("/api/v1/positions", json!({"fixes": [fix(2.05, 45.32, 7_200_000)]})).await.expect(200);
+
+        let ids = |v: Value| -> Vec<i64> { v.as_array().expect("list").iter().map(|p| p["id"].as_i64().expect("id")).collect() };
+        let mine = ids(operator_a.get("/api/v1/positions").await.expect(200));
+        assert!(mine.contains(&staff_a.user_id) && !mine.contains(&staff_b.user_id));
+        operator_a.get(&format!("/api/v1/positions?org_id={b}")).await.problem(403);
+        staff_a.get("/api/v1/positions").await.problem(403);
+        let all = ids(oversight.get("/api/v1/positions").await.expect(200));
+        assert!(all.contains(&staff_a.user_id) && all.contains(&staff_b.user_id));
+        let fresh = ids(oversight.get("/api/v1/positions?max_age_secs=3600").await.expect(200));
+        assert!(fresh.contains(&staff_a.user_id) && !fresh.contains(&staff_b.user_id));
+        oversight.get("/api/v1/positions?area_id=424242").await.problem(404);
+
+        let log = staff_a.get("/api/v1/me/location-access").await.expect(200);
+        let viewers: Vec<i64> = log.as_array().expect("log").iter().map(|e| e["viewer_id"].as_i64().expect("viewer")).collect();
+        assert!(viewers.contains(&operator_a.user_id) && viewers.contains(&oversight.user_id), "{log}");
+        assert_eq!(log[0]["purpose"], "operator_view");
+        let log_b = staff_b.get("/api/v1/me/location-access").await.expect(200);
+        assert!(log_b.as_array().expect("log").iter().all(|e| e["viewer_id"] != operator_a.user_id));
+    }
+
+    async fn history_past_the_retention_period_is_purged(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        staff.post("/api/v1/positions", json!({"fixes": [fix(1.0, 1.0, 86_400_000), fix(1.0, 1.0, 60_000)]})).await.expect(200);
+        let deleted = srv.state.positions.expire(now_ms() - 3_600_000).await.expect("expire");
+        assert_eq!(deleted, 1, "only the day-old fix is past a one-hour cutoff");
+        let deleted = srv.state.positions.expire(now_ms()).await.expect("expire");
+        assert_eq!(deleted, 1);
+        assert!(vigil_server::areas::read_tracker(&srv.state.tracker).last_fix(staff.user_id).is_none(),
+            "an expired last position is forgotten in memory too");
+    }
+}
