@@ -5,7 +5,7 @@ use vigil_server::db::{Db, Timestamp, now_ms};
 use vigil_server::policy::Role;
 
 use crate::on_both_databases;
-use crate::support::{Client, TestServer};
+use crate::support::Client;
 
 fn ago(ms_ago: i64) -> String {
     Timestamp(now_ms() - ms_ago).to_rfc3339()
@@ -169,10 +169,11 @@ on_both_databases! {
                 assert!(!value.contains(n.as_str()), "found {n} in a stored row: {value}");
             }
         }
-        let tracker = vigil_server::areas::read_tracker(&srv.state.tracker);
+        {
+            let tracker = vigil_server::areas::read_tracker(&srv.state.tracker);
         assert!(tracker.last_fix(staff.user_id).is_none());
         assert!(!tracker.members_of(juba).contains(&staff.user_id));
-        drop(tracker);
+        }
 
         // Back to tracking: positions are accepted again.
         staff.put("/api/v1/me/location-mode", json!({"mode": "tracking"})).await.expect(200);
