@@ -35,6 +35,7 @@ struct AreaRow {
     kind: String,
     security_level: Option<i64>,
     parent_id: Option<i64>,
+    advisory: Option<String>,
     geometry: String,
     radius_m: Option<f64>,
     valid_from: Option<i64>,
@@ -43,8 +44,8 @@ struct AreaRow {
     updated_at: Timestamp,
 }
 
-const AREA_COLUMNS: &str = "id, org_id, name, kind, security_level, parent_id, geometry, radius_m, \
-    valid_from, valid_until, created_at, updated_at";
+const AREA_COLUMNS: &str = "id, org_id, name, kind, security_level, parent_id, advisory, geometry, \
+    radius_m, valid_from, valid_until, created_at, updated_at";
 
 /// An area as the API receives it, checked.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub struct AreaInput {
     pub level: Option<SecurityLevel>,
     /// Enclosing area.
     pub parent_id: Option<i64>,
+    /// Current advice to people in the area, sent to each person who enters it.
+    pub advisory: Option<String>,
     /// Validated outline.
     pub shape: Shape,
     /// Start of validity (Unix ms).
@@ -131,6 +134,7 @@ fn to_feature(row: &AreaRow) -> Feature {
     }
     props.insert("parent_id".into(), row.parent_id.into());
     props.insert("org_id".into(), row.org_id.into());
+    props.insert("advisory".into(), row.advisory.clone().into());
     let rfc = |ms: Option<i64>| ms.map(|m| Timestamp(m).to_rfc3339());
     props.insert("valid_from".into(), rfc(row.valid_from).into());
     props.insert("valid_until".into(), rfc(row.valid_until).into());
@@ -220,6 +224,19 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
     } else {
         default_org
     };
+    let advisory = match text("advisory") {
+        Ok(a) if a.as_ref().is_none_or(|t| t.chars().count() <= 4000) => {
+            a.filter(|t| !t.is_empty())
+        }
+        Ok(_) => {
+            issues.push(Issue::new("properties/advisory", "at most 4000 characters"));
+            None
+        }
+        Err(e) => {
+            issues.push(Issue::new("properties/advisory", e));
+            None
+        }
+    };
     let mut time = |k: &str| match text(k) {
         Ok(None) => None,
         Ok(Some(s)) => Timestamp::parse_rfc3339(&s).map(|t| t.0).or_else(|| {
@@ -274,6 +291,7 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
             kind,
             level,
             parent_id,
+            advisory,
             shape,
             valid_from,
             valid_until,
@@ -306,19 +324,19 @@ pub async fn save(
             let row: AreaRow = match replace {
                 None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO areas (org_id, name, kind, security_level, parent_id, geometry, radius_m, valid_from, \
-                     valid_until, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-                     RETURNING {AREA_COLUMNS}")))
+                     valid_until, created_by, created_at, updated_at, advisory) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) RETURNING {AREA_COLUMNS}")))
                     .bind(input.org_id).bind(&input.name).bind(input.kind.as_str())
                     .bind(input.level.map(|l| l.as_i64())).bind(input.parent_id).bind(&geometry).bind(radius)
-                    .bind(input.valid_from).bind(input.valid_until).bind(actor_id).bind(now)
+                    .bind(input.valid_from).bind(input.valid_until).bind(actor_id).bind(now).bind(&input.advisory)
                     .fetch_one(&mut *tx).await?,
                 Some(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE areas SET org_id = $1, name = $2, kind = $3, security_level = $4, parent_id = $5, \
-                     geometry = $6, radius_m = $7, valid_from = $8, valid_until = $9, updated_at = $10 \
+                     geometry = $6, radius_m = $7, valid_from = $8, valid_until = $9, updated_at = $10, advisory = $12 \
                      WHERE id = $11 RETURNING {AREA_COLUMNS}")))
                     .bind(input.org_id).bind(&input.name).bind(input.kind.as_str())
                     .bind(input.level.map(|l| l.as_i64())).bind(input.parent_id).bind(&geometry).bind(radius)
-                    .bind(input.valid_from).bind(input.valid_until).bind(now).bind(id)
+                    .bind(input.valid_from).bind(input.valid_until).bind(now).bind(id).bind(&input.advisory)
                     .fetch_one(&mut *tx).await?,
             };
             let action = if replace.is_some() { "area.update" } else { "area.create" };
@@ -414,6 +432,13 @@ async fn create(
     actor: Actor,
     Json(feature): Json<Feature>,
 ) -> AppResult<(StatusCode, Json<Feature>)> {
+    // Refuse callers who may draw no area at all before telling them what is wrong with it.
+    authorize(
+        &actor,
+        Action::ManageArea {
+            org_id: Some(actor.org_id),
+        },
+    )?;
     let input = parse_feature(&feature, Some(actor.org_id))?;
     authorize(
         &actor,

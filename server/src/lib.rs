@@ -11,6 +11,7 @@
 //! load generator use the same entry points.
 
 pub mod areas;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -19,13 +20,16 @@ pub mod demo;
 pub mod duty_stations;
 pub mod error;
 pub mod health;
+pub mod ingest;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod orgs;
 pub mod policy;
 pub mod positions;
 pub mod users;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +66,8 @@ pub struct AppState {
     /// Areas and positions in memory (R-trees) with geofence memberships, mirrored from the
     /// database.
     pub tracker: areas::SharedTracker,
+    /// Live WebSocket connections on this node.
+    pub hub: Arc<live::Hub>,
     /// The single writer of positions (group commit, ordered with mode switches).
     pub positions: positions::PositionWriter,
     /// Cancelled when the server begins to shut down; long-lived tasks (WebSockets) watch it.
@@ -85,6 +91,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     let tracker = Arc::new(std::sync::RwLock::new(tracker));
     let state = AppState {
         positions: positions::PositionWriter::spawn(db.clone(), tracker.clone()),
+        hub: Arc::new(live::Hub::default()),
         tracker,
         db,
         settings: Arc::new(settings),

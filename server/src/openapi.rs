@@ -53,7 +53,10 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::audit::routes())
         .merge(crate::duty_stations::routes())
         .merge(crate::areas::routes())
-        .merge(crate::positions::routes());
+        .merge(crate::positions::routes())
+        .merge(crate::assets::routes())
+        .merge(crate::ingest::routes())
+        .merge(crate::ws::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 

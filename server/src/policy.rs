@@ -7,12 +7,16 @@
 //!   `staff`, `operator`, `adviser` and `org_admin` to its own members, never to another
 //!   organisation's; `oversight` reads across organisations and so is granted only by a system
 //!   admin, never by an organisation about itself;
-//! - oversight reads everything of every organisation and changes nothing;
+//! - oversight reads everything of every organisation and changes nothing; the accounts of
+//!   system admins and oversight officers reach beyond their organisation, so its org admins
+//!   cannot change them (password, activation, profile) — only a system admin can;
 //! - operators, advisers and org admins see their own organisation's personnel and their last
 //!   known positions; staff see themselves;
 //! - advisers draw and edit their own organisation's security areas; shared areas (no
 //!   organisation: country outlines) belong to system admins; everyone signed in may read areas,
-//!   because location-less staff choose the areas they follow.
+//!   because location-less staff choose the areas they follow;
+//! - operators and org admins manage their own organisation's assets and issue and revoke its
+//!   device credentials; advisers also see its assets.
 
 use std::fmt;
 
@@ -131,6 +135,14 @@ pub enum Action {
         /// The organisation.
         org_id: i64,
     },
+    /// Change one member's account: profile, activation, password.
+    ManageAccount {
+        /// The member's organisation.
+        org_id: i64,
+        /// The member is a system admin or holds oversight: their account reaches beyond the
+        /// organisation, so only a system admin may change it.
+        privileged: bool,
+    },
     /// Grant or revoke a role to a member of an organisation.
     AssignRole {
         /// The member's organisation.
@@ -157,6 +169,26 @@ pub enum Action {
     ViewPositions {
         /// The organisation, or `None` for all.
         org_id: Option<i64>,
+    },
+    /// List an organisation's assets (vehicles, satellite phones, radios).
+    ViewAssets {
+        /// The organisation.
+        org_id: i64,
+    },
+    /// Create, change or deactivate an organisation's assets.
+    ManageAssets {
+        /// The organisation.
+        org_id: i64,
+    },
+    /// List the device credentials issued for an organisation's trackers (never their secrets).
+    ViewDevices {
+        /// The organisation.
+        org_id: i64,
+    },
+    /// Issue or revoke a device credential for a person or asset of an organisation.
+    ManageDevices {
+        /// The organisation.
+        org_id: i64,
     },
 }
 
@@ -193,6 +225,7 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
                     && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin]))
         }
         ManagePersonnel { org_id } => actor.manages(org_id),
+        ManageAccount { org_id, privileged } => !privileged && actor.manages(org_id),
         AssignRole { org_id, role } => role != Role::Oversight && actor.manages(org_id),
         ViewAreas => true,
         ManageArea { org_id: Some(org) } => actor.org_id == org && actor.has(Role::Adviser),
@@ -202,6 +235,16 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
             actor.org_id == org && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
         }
         ViewPositions { org_id: None } => false,
+        ViewAssets { .. } | ViewDevices { .. } if actor.oversees() => true,
+        ViewAssets { org_id } => {
+            actor.org_id == org_id
+                && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
+        }
+        // Operators dispatch vehicles and hand out trackers day to day; org admins own the
+        // inventory. Advisers draw areas and alert, which needs neither.
+        ManageAssets { org_id } | ViewDevices { org_id } | ManageDevices { org_id } => {
+            actor.org_id == org_id && actor.has_any(&[Role::Operator, Role::OrgAdmin])
+        }
     };
     if allowed {
         Ok(())
@@ -220,8 +263,12 @@ fn reason(action: Action) -> &'static str {
             "listing personnel needs the operator, adviser or org_admin role in that organisation"
         }
         ViewPerson { .. } => "you may not see this person's profile",
-        ManagePersonnel { .. } => {
-            "managing personnel needs the org_admin role in that organisation"
+        ManagePersonnel { .. }
+        | ManageAccount {
+            privileged: false, ..
+        } => "managing personnel needs the org_admin role in that organisation",
+        ManageAccount { .. } => {
+            "the account of a system admin or an oversight officer is changed only by a system admin"
         }
         AssignRole {
             role: Role::Oversight,
@@ -237,6 +284,18 @@ fn reason(action: Action) -> &'static str {
         }
         ViewPositions { .. } => {
             "positions are seen by the operator, adviser or org_admin roles of that organisation"
+        }
+        ViewAssets { .. } => {
+            "assets are seen by the operator, adviser or org_admin roles of that organisation"
+        }
+        ManageAssets { .. } => {
+            "managing assets needs the operator or org_admin role in that organisation"
+        }
+        ViewDevices { .. } => {
+            "device credentials are seen by the operator or org_admin roles of that organisation"
+        }
+        ManageDevices { .. } => {
+            "issuing or revoking device credentials needs the operator or org_admin role in that organisation"
         }
     }
 }
@@ -313,6 +372,32 @@ mod tests {
         assert!(authorize(&s, me).is_ok());
         assert!(authorize(&s, colleague).is_err());
         assert!(authorize(&s, Action::ListPersonnel { org_id: 1 }).is_err());
+    }
+
+    #[test]
+    fn operators_and_org_admins_manage_their_own_assets_and_devices() {
+        for roles in [[Role::Operator], [Role::OrgAdmin]] {
+            let a = actor(1, &roles);
+            for action in [
+                Action::ManageAssets { org_id: 1 },
+                Action::ManageDevices { org_id: 1 },
+                Action::ViewDevices { org_id: 1 },
+            ] {
+                assert!(authorize(&a, action).is_ok());
+            }
+            assert!(authorize(&a, Action::ManageDevices { org_id: 2 }).is_err());
+            assert!(authorize(&a, Action::ManageAssets { org_id: 2 }).is_err());
+        }
+        let adviser = actor(1, &[Role::Adviser]);
+        assert!(authorize(&adviser, Action::ViewAssets { org_id: 1 }).is_ok());
+        assert!(authorize(&adviser, Action::ManageAssets { org_id: 1 }).is_err());
+        assert!(authorize(&adviser, Action::ManageDevices { org_id: 1 }).is_err());
+        let o = actor(1, &[Role::Oversight]);
+        assert!(authorize(&o, Action::ViewAssets { org_id: 2 }).is_ok());
+        assert!(authorize(&o, Action::ViewDevices { org_id: 2 }).is_ok());
+        assert!(authorize(&o, Action::ManageDevices { org_id: 2 }).is_err());
+        let s = actor(1, &[Role::Staff]);
+        assert!(authorize(&s, Action::ViewAssets { org_id: 1 }).is_err());
     }
 
     #[test]

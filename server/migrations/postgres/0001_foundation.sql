@@ -39,6 +39,7 @@ CREATE TABLE users (
     is_system_admin         BOOLEAN NOT NULL DEFAULT FALSE,
     failed_logins           BIGINT NOT NULL DEFAULT 0,
     locked_until            BIGINT,
+    msg_seq                 BIGINT NOT NULL DEFAULT 0,
     location_mode           TEXT NOT NULL DEFAULT 'tracking' CHECK (location_mode IN ('tracking', 'location_less')),
     last_seen_at            BIGINT,
     created_at              BIGINT NOT NULL,
@@ -88,6 +89,7 @@ CREATE TABLE areas (
     kind           TEXT NOT NULL,
     security_level BIGINT CHECK (security_level BETWEEN 1 AND 6),
     parent_id      BIGINT REFERENCES areas (id),
+    advisory       TEXT,
     geometry       TEXT NOT NULL,
     radius_m       DOUBLE PRECISION,
     valid_from     BIGINT,
@@ -166,3 +168,14 @@ CREATE TABLE location_access_log (
     purpose    TEXT NOT NULL
 );
 CREATE INDEX location_access_subject ON location_access_log (subject_id, at);
+
+-- Every message sent to a person, numbered per person, so a reconnecting client resumes from
+-- the last number it saw and gets the rest in order, none twice.
+CREATE TABLE user_messages (
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    seq        BIGINT NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, seq)
+);

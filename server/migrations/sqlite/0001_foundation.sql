@@ -39,6 +39,7 @@ CREATE TABLE users (
     is_system_admin         BOOLEAN NOT NULL DEFAULT FALSE,
     failed_logins           INTEGER NOT NULL DEFAULT 0,
     locked_until            INTEGER,
+    msg_seq                 INTEGER NOT NULL DEFAULT 0,
     location_mode           TEXT NOT NULL DEFAULT 'tracking' CHECK (location_mode IN ('tracking', 'location_less')),
     last_seen_at            INTEGER,
     created_at              INTEGER NOT NULL,
@@ -88,6 +89,7 @@ CREATE TABLE areas (
     kind           TEXT NOT NULL,
     security_level INTEGER CHECK (security_level BETWEEN 1 AND 6),
     parent_id      INTEGER REFERENCES areas (id),
+    advisory       TEXT,
     geometry       TEXT NOT NULL,
     radius_m       REAL,
     valid_from     INTEGER,
@@ -166,3 +168,14 @@ CREATE TABLE location_access_log (
     purpose    TEXT NOT NULL
 );
 CREATE INDEX location_access_subject ON location_access_log (subject_id, at);
+
+-- Every message sent to a person, numbered per person, so a reconnecting client resumes from
+-- the last number it saw and gets the rest in order, none twice.
+CREATE TABLE user_messages (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, seq)
+);

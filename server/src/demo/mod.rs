@@ -361,6 +361,7 @@ async fn seed_areas(state: &AppState) -> anyhow::Result<()> {
                 kind: AreaKind::Country,
                 level: SecurityLevel::try_from(level).ok(),
                 parent_id: None,
+                advisory: None,
                 shape: Shape::from_geometry(geometry, None)?,
                 valid_from: None,
                 valid_until: None,
@@ -441,6 +442,9 @@ async fn area(
             kind,
             level: level.and_then(|l| SecurityLevel::try_from(l).ok()),
             parent_id,
+            advisory: Some(format!(
+                "{name}: check in with your security focal point on arrival and keep your phone charged."
+            )),
             shape,
             valid_from: None,
             valid_until: None,

@@ -312,6 +312,79 @@ impl From<WriteError> for AppError {
     }
 }
 
+/// Records fixes of a subject belonging to `org_id`, then tells everyone concerned: the
+/// operators watching the organisation see the new position and any border crossing, and a
+/// person who entered an area receives its advisory and security level as a stored message.
+/// Every source of positions (app, WebSocket, third-party trackers) goes through here.
+pub async fn accept(
+    state: &AppState,
+    subject: Subject,
+    org_id: i64,
+    source: &'static str,
+    fixes: Vec<StoredFix>,
+) -> AppResult<(writer::Recorded, Vec<AreaTransition>)> {
+    let newest = fixes.iter().copied().max_by_key(|f| f.recorded_at);
+    let recorded = state.positions.record(subject, source, fixes).await?;
+    let transitions = describe(state, &recorded.transitions);
+    let (kind, id) = subject.key();
+    let about_user = matches!(subject, Subject::User(_)).then_some(id);
+    let is_latest = newest.filter(|n| {
+        read_tracker(&state.tracker)
+            .last_fix(subject.tracker_id())
+            .is_some_and(|f| f.at_ms == n.recorded_at)
+    });
+    if let Some(f) = is_latest {
+        let event = serde_json::json!({
+            "type": "event", "event": "position", "subject": kind, "id": id, "org_id": org_id,
+            "lat": f.lat, "lon": f.lon, "accuracy_m": f.accuracy_m, "recorded_at": Timestamp(f.recorded_at),
+        });
+        state.hub.publish(org_id, about_user, &event);
+    }
+    for t in &transitions {
+        let event = serde_json::json!({
+            "type": "event", "event": "geofence", "transition": t.event, "subject": kind, "id": id,
+            "org_id": org_id, "area_id": t.area_id, "area_name": t.name, "at": t.at,
+        });
+        state.hub.publish(org_id, None, &event);
+        if let Some(user_id) = about_user {
+            notify_transition(state, user_id, t).await?;
+        }
+    }
+    Ok((recorded, transitions))
+}
+
+/// Tells a person they entered (with the area's advisory and level) or left an area.
+async fn notify_transition(state: &AppState, user_id: i64, t: &AreaTransition) -> AppResult<()> {
+    let (kind, payload) = if t.event == "entered" {
+        let level_name = read_tracker(&state.tracker)
+            .areas()
+            .get(t.area_id)
+            .and_then(|a| a.level)
+            .map(|l| l.name());
+        let advisory = area_advisory(state, t.area_id).await?;
+        (
+            "area_entered",
+            serde_json::json!({
+                "area_id": t.area_id, "name": t.name, "kind": t.kind, "security_level": t.security_level,
+                "security_level_name": level_name, "advisory": advisory, "at": t.at,
+            }),
+        )
+    } else {
+        (
+            "area_left",
+            serde_json::json!({ "area_id": t.area_id, "name": t.name, "at": t.at }),
+        )
+    };
+    crate::live::send_to_user(&state.db, &state.hub, user_id, kind, &payload).await?;
+    Ok(())
+}
+
+async fn area_advisory(state: &AppState, area_id: i64) -> AppResult<Option<String>> {
+    let advisory: Option<Option<String>> = on_reader!(&state.db, pool => sqlx::query_scalar(
+        "SELECT advisory FROM areas WHERE id = $1").bind(area_id).fetch_optional(pool).await?);
+    Ok(advisory.flatten())
+}
+
 /// Describes transitions with the areas' names and levels.
 pub fn describe(state: &AppState, transitions: &[(i64, Transition)]) -> Vec<AreaTransition> {
     let t = read_tracker(&state.tracker);
@@ -350,14 +423,18 @@ async fn report(
         s.position_retention_days,
         s.max_fixes_per_batch,
     )?;
-    let recorded = state
-        .positions
-        .record(Subject::User(actor.user_id), "app", fixes)
-        .await?;
+    let (recorded, transitions) = accept(
+        &state,
+        Subject::User(actor.user_id),
+        actor.org_id,
+        "app",
+        fixes,
+    )
+    .await?;
     Ok(Json(FixReceipt {
         accepted: recorded.inserted,
         duplicates: batch.fixes.len().saturating_sub(recorded.inserted),
-        transitions: describe(&state, &recorded.transitions),
+        transitions,
     }))
 }
 

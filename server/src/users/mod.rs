@@ -259,6 +259,22 @@ async fn org_of(state: &AppState, user_id: i64) -> AppResult<i64> {
     org.ok_or_else(|| AppError::NotFound(format!("user {user_id} does not exist")))
 }
 
+/// The organisation of a person and whether their account reaches beyond it (system admin or
+/// oversight), or 404.
+async fn account_of(state: &AppState, user_id: i64) -> AppResult<Action> {
+    let row: Option<(i64, bool, i64)> = on_reader!(&state.db, pool => sqlx::query_as(
+        "SELECT u.org_id, u.is_system_admin, \
+         (SELECT COUNT(*) FROM user_roles r WHERE r.user_id = u.id AND r.role = 'oversight') \
+         FROM users u WHERE u.id = $1")
+        .bind(user_id).fetch_optional(pool).await?);
+    let (org_id, system_admin, oversight) =
+        row.ok_or_else(|| AppError::NotFound(format!("user {user_id} does not exist")))?;
+    Ok(Action::ManageAccount {
+        org_id,
+        privileged: system_admin || oversight > 0,
+    })
+}
+
 /// One person's profile.
 #[utoipa::path(get, path = "/users/{id}", tag = "people", security(("bearer" = [])),
     params(("id" = i64, Path)),
@@ -283,8 +299,7 @@ async fn update_person(
     Path(user_id): Path<i64>,
     Json(update): Json<ProfileUpdate>,
 ) -> AppResult<Json<Person>> {
-    let org_id = org_of(&state, user_id).await?;
-    authorize(&actor, Action::ManagePersonnel { org_id })?;
+    authorize(&actor, account_of(&state, user_id).await?)?;
     if update.active == Some(false) && user_id == actor.user_id {
         return Err(AppError::Conflict("you cannot deactivate yourself".into()));
     }
@@ -302,8 +317,7 @@ async fn set_password(
     Path(user_id): Path<i64>,
     Json(body): Json<PasswordSet>,
 ) -> AppResult<StatusCode> {
-    let org_id = org_of(&state, user_id).await?;
-    authorize(&actor, Action::ManagePersonnel { org_id })?;
+    authorize(&actor, account_of(&state, user_id).await?)?;
     password::validate(&body.password)?;
     store::set_password(&state.db, user_id, body.password, None).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -349,21 +363,16 @@ async fn revoke_role(
     authorize(&actor, Action::AssignRole { org_id, role })?;
     let outcome: Result<(), AppError> = async {
         in_tx!(&state.db, tx => {
+            store::lock_organisation(&mut *tx, org_id).await?;
             let removed = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
                 .bind(user_id).bind(role.as_str()).execute(&mut *tx).await?;
             if removed.rows_affected() == 0 {
                 return Ok(());
             }
-            if role == Role::OrgAdmin {
-                let admins: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM user_roles r JOIN users u ON u.id = r.user_id \
-                     WHERE u.org_id = $1 AND r.role = 'org_admin' AND u.active")
-                    .bind(org_id).fetch_one(&mut *tx).await?;
-                if admins == 0 {
-                    // Dropping the transaction rolls the removal back.
-                    return Err(AppError::Conflict(
-                        "this is the organisation's last org admin; grant the role to someone else first".into()));
-                }
+            if role == Role::OrgAdmin && store::active_org_admins(&mut *tx, org_id).await? == 0 {
+                // Dropping the transaction rolls the removal back.
+                return Err(AppError::Conflict(
+                    "this is the organisation's last org admin; grant the role to someone else first".into()));
             }
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "role.revoke",
                 &format!("user:{user_id}"), role.as_str()).await?;

@@ -6,8 +6,13 @@
 //! Columns (CSV header or JSON keys): `email` and `name` (required), `phone`, `duty_station`
 //! (a duty-station name), `emergency_contact_name`, `emergency_contact_phone`,
 //! `preferred_language`, `roles` (`staff;operator`, or a JSON array: replaces the person's roles;
-//! empty keeps them, and new people default to staff), `active` (`true`/`false`, default true).
-//! With `?deactivate_missing=true`, active members absent from the file are deactivated.
+//! empty keeps them, and new people default to staff), `active` (`true`/`false`; empty keeps the
+//! person's current state, so an old file never revives people deactivated since; new people
+//! are active). With `?deactivate_missing=true`, active members absent from the file are
+//! deactivated. An org admin's roster never deactivates a system admin or an oversight officer
+//! (their accounts reach beyond the organisation): such a row is refused, and
+//! `deactivate_missing` passes them over. Every person created, changed or deactivated gets an
+//! audit entry of their own, beside the import's summary.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +24,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::store::{normalize_email, normalize_phone, validate_language};
+use super::store::{
+    active_org_admins, lock_organisation, normalize_email, normalize_phone, validate_language,
+};
 use crate::db::now_ms;
 use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
 use crate::policy::{Action, Actor, Role, authorize};
@@ -84,7 +91,9 @@ struct Planned {
     ec_phone: Option<String>,
     language: Option<String>,
     roles: Option<Vec<Role>>,
-    active: bool,
+    /// `None`: the column was absent or empty — keep the person's current state (new people
+    /// are active), so re-uploading an old roster does not bring back deactivated people.
+    active: Option<bool>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -98,6 +107,7 @@ struct Existing {
     emergency_contact_phone: Option<String>,
     preferred_language: String,
     active: bool,
+    is_system_admin: bool,
 }
 
 /// Routes for the roster upload (with its own, larger body limit).
@@ -157,7 +167,7 @@ async fn import(
                         &row.at,
                         format!("email {} appears again (first at {first})", p.email),
                     ));
-                } else if p.email == own_email && !p.active {
+                } else if p.email == own_email && p.active == Some(false) {
                     issues.push(Issue::new(&row.at, "you cannot deactivate yourself"));
                 } else {
                     planned.push((row.at.clone(), p));
@@ -190,7 +200,7 @@ async fn import(
         &state,
         &actor,
         org_id,
-        planned.into_iter().map(|(_, p)| p).collect(),
+        planned,
         q.dry_run.unwrap_or(false),
         q.deactivate_missing.unwrap_or(false),
     )
@@ -345,7 +355,7 @@ fn check_columns<'a>(names: impl Iterator<Item = &'a str>, at: &str) -> AppResul
 
 fn check_row(
     row: &RawRow,
-    stations: &HashMap<String, i64>,
+    stations: &HashMap<String, Vec<i64>>,
     actor: &Actor,
     org_id: i64,
 ) -> Result<Planned, Vec<Issue>> {
@@ -380,9 +390,18 @@ fn check_row(
     let phone = phone_of("phone");
     let ec_phone = phone_of("emergency_contact_phone");
     let duty_station_id = match get("duty_station") {
-        Some(s) => match stations.get(&s.to_lowercase()) {
-            Some(id) => Some(*id),
-            None => {
+        Some(s) => match stations.get(&s.to_lowercase()).map(Vec::as_slice) {
+            Some([id]) => Some(*id),
+            Some([_, _, ..]) => {
+                bad(
+                    "duty_station",
+                    format!(
+                        "several duty stations are named {s:?}; write it as \"{s} (CC)\" with the country code"
+                    ),
+                );
+                None
+            }
+            _ => {
                 bad("duty_station", format!("no duty station is named {s:?}"));
                 None
             }
@@ -418,11 +437,12 @@ fn check_row(
         roles
     });
     let active = match get("active").map(str::to_lowercase).as_deref() {
-        None | Some("true" | "yes" | "1" | "y") => true,
-        Some("false" | "no" | "0" | "n") => false,
+        None => None,
+        Some("true" | "yes" | "1" | "y") => Some(true),
+        Some("false" | "no" | "0" | "n") => Some(false),
         Some(other) => {
             bad("active", format!("{other:?} is not true or false"));
-            true
+            None
         }
     };
     if !issues.is_empty() {
@@ -441,13 +461,19 @@ fn check_row(
     })
 }
 
-async fn duty_station_names(state: &AppState) -> AppResult<HashMap<String, i64>> {
-    let rows: Vec<(i64, String)> = on_reader!(&state.db, pool =>
-        sqlx::query_as("SELECT id, name FROM duty_stations").fetch_all(pool).await?);
-    Ok(rows
-        .into_iter()
-        .map(|(id, name)| (name.to_lowercase(), id))
-        .collect())
+/// Duty stations by lower-case name and by "name (cc)"; a name shared by two countries maps
+/// to both ids, so the row must say which.
+async fn duty_station_names(state: &AppState) -> AppResult<HashMap<String, Vec<i64>>> {
+    let rows: Vec<(i64, String, String)> = on_reader!(&state.db, pool =>
+        sqlx::query_as("SELECT id, name, country_code FROM duty_stations").fetch_all(pool).await?);
+    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    for (id, name, cc) in rows {
+        out.entry(name.to_lowercase()).or_default().push(id);
+        out.entry(format!("{} ({})", name, cc).to_lowercase())
+            .or_default()
+            .push(id);
+    }
+    Ok(out)
 }
 
 async fn emails_in_other_orgs(
@@ -481,20 +507,20 @@ fn differs(p: &Planned, e: &Existing) -> bool {
         || p.language
             .as_ref()
             .is_some_and(|l| *l != e.preferred_language)
-        || p.active != e.active
+        || p.active.is_some_and(|a| a != e.active)
 }
 
 async fn apply(
     state: &AppState,
     actor: &Actor,
     org_id: i64,
-    planned: Vec<Planned>,
+    planned: Vec<(String, Planned)>,
     dry_run: bool,
     deactivate_missing: bool,
 ) -> AppResult<RosterReport> {
     let rows = planned.len();
     let now = now_ms();
-    let in_file: HashSet<&str> = planned.iter().map(|p| p.email.as_str()).collect();
+    let in_file: HashSet<&str> = planned.iter().map(|(_, p)| p.email.as_str()).collect();
     let mut report = RosterReport {
         dry_run,
         rows,
@@ -503,10 +529,14 @@ async fn apply(
         unchanged: 0,
         deactivated: 0,
     };
+    // An org admin's roster leaves oversight alone; a system admin's roster sets it as listed.
+    let keep_oversight = !actor.system_admin;
+    let mut refused = Vec::new();
     in_tx!(&state.db, tx => {
+        lock_organisation(&mut *tx, org_id).await?;
         let existing: Vec<Existing> = sqlx::query_as(
             "SELECT id, email, name, phone, duty_station_id, emergency_contact_name, emergency_contact_phone, \
-             preferred_language, active FROM users WHERE org_id = $1")
+             preferred_language, active, is_system_admin FROM users WHERE org_id = $1")
             .bind(org_id).fetch_all(&mut *tx).await?;
         let role_rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT r.user_id, r.role FROM user_roles r JOIN users u ON u.id = r.user_id WHERE u.org_id = $1")
@@ -517,12 +547,16 @@ async fn apply(
                 roles_of.entry(uid).or_default().push(role);
             }
         }
+        let privileged = |e: &Existing| {
+            e.is_system_admin || roles_of.get(&e.id).is_some_and(|r| r.contains(&Role::Oversight))
+        };
         let by_email: HashMap<&str, &Existing> = existing.iter().map(|e| (e.email.as_str(), e)).collect();
-        for p in &planned {
+        for (at, p) in &planned {
             match by_email.get(p.email.as_str()) {
                 None => {
+                    let active = p.active.unwrap_or(true);
                     report.created += 1;
-                    if !p.active {
+                    if !active {
                         report.deactivated += 1;
                     }
                     let id: i64 = sqlx::query_scalar(
@@ -531,28 +565,38 @@ async fn apply(
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id")
                         .bind(org_id).bind(&p.email).bind(&p.name).bind(&p.phone).bind(p.duty_station_id)
                         .bind(&p.ec_name).bind(&p.ec_phone).bind(p.language.as_deref().unwrap_or("en"))
-                        .bind(p.active).bind(now).fetch_one(&mut *tx).await?;
+                        .bind(active).bind(now).fetch_one(&mut *tx).await?;
                     let roles = p.roles.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| vec![Role::Staff]);
-                    for role in roles {
-                        sqlx::query("INSERT INTO user_roles (user_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4)")
-                            .bind(id).bind(role.as_str()).bind(actor.user_id).bind(now).execute(&mut *tx).await?;
-                    }
+                    set_roles(&mut *tx, id, &roles, actor.user_id, now).await?;
+                    let list = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+                    crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "user.create",
+                        &format!("user:{id}"), &format!("{} roles={list} via roster", p.email)).await?;
                 }
                 Some(e) => {
                     let mut current = roles_of.get(&e.id).cloned().unwrap_or_default();
-                    current.retain(|r| *r != Role::Oversight);
+                    let held_oversight = current.contains(&Role::Oversight);
+                    if keep_oversight {
+                        current.retain(|r| *r != Role::Oversight);
+                    }
                     current.sort();
                     let role_change = p.roles.as_ref().is_some_and(|r| *r != current);
-                    let changed = differs(p, e);
-                    if !changed && !role_change {
+                    let active = p.active.unwrap_or(e.active);
+                    if e.active && !active && !actor.system_admin && privileged(e) {
+                        refused.push(Issue::new(at, format!(
+                            "{} is a system admin or oversight officer; only a system admin can deactivate them", p.email)));
+                        continue;
+                    }
+                    if !differs(p, e) && !role_change {
                         report.unchanged += 1;
                         continue;
                     }
                     report.updated += 1;
-                    if e.active && !p.active {
+                    if e.active && !active {
                         report.deactivated += 1;
                         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                             .bind(now).bind(e.id).execute(&mut *tx).await?;
+                        crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "user.deactivate",
+                            &format!("user:{}", e.id), "via roster").await?;
                     }
                     sqlx::query(
                         "UPDATE users SET name = $1, phone = COALESCE($2, phone), duty_station_id = COALESCE($3, duty_station_id), \
@@ -560,32 +604,43 @@ async fn apply(
                          emergency_contact_phone = COALESCE($5, emergency_contact_phone), \
                          preferred_language = COALESCE($6, preferred_language), active = $7, updated_at = $8 WHERE id = $9")
                         .bind(&p.name).bind(&p.phone).bind(p.duty_station_id).bind(&p.ec_name).bind(&p.ec_phone)
-                        .bind(&p.language).bind(p.active).bind(now).bind(e.id).execute(&mut *tx).await?;
+                        .bind(&p.language).bind(active).bind(now).bind(e.id).execute(&mut *tx).await?;
                     if let (true, Some(roles)) = (role_change, &p.roles) {
-                        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role <> 'oversight'")
-                            .bind(e.id).execute(&mut *tx).await?;
-                        for role in roles {
-                            sqlx::query("INSERT INTO user_roles (user_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4)")
-                                .bind(e.id).bind(role.as_str()).bind(actor.user_id).bind(now).execute(&mut *tx).await?;
+                        let mut roles = roles.clone();
+                        if keep_oversight && held_oversight {
+                            roles.push(Role::Oversight);
                         }
+                        set_roles(&mut *tx, e.id, &roles, actor.user_id, now).await?;
+                        let list = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+                        crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "user.roles",
+                            &format!("user:{}", e.id), &format!("roles={list} via roster")).await?;
                     }
                 }
             }
         }
+        if !refused.is_empty() {
+            // Dropping the transaction rolls every change back.
+            return Err(AppError::Invalid {
+                detail: format!("{} row(s) refused; nothing was imported", refused.len()),
+                issues: refused,
+            });
+        }
         if deactivate_missing {
-            for e in existing.iter().filter(|e| e.active && e.id != actor.user_id && !in_file.contains(e.email.as_str())) {
+            let absent = existing.iter().filter(|e| {
+                e.active && e.id != actor.user_id && !in_file.contains(e.email.as_str())
+                    && (actor.system_admin || !privileged(e))
+            });
+            for e in absent {
                 report.deactivated += 1;
                 sqlx::query("UPDATE users SET active = FALSE, updated_at = $1 WHERE id = $2")
                     .bind(now).bind(e.id).execute(&mut *tx).await?;
                 sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                     .bind(now).bind(e.id).execute(&mut *tx).await?;
+                crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "user.deactivate",
+                    &format!("user:{}", e.id), "absent from roster").await?;
             }
         }
-        let admins: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM user_roles r JOIN users u ON u.id = r.user_id \
-             WHERE u.org_id = $1 AND r.role = 'org_admin' AND u.active")
-            .bind(org_id).fetch_one(&mut *tx).await?;
-        if admins == 0 && !actor.system_admin {
+        if active_org_admins(&mut *tx, org_id).await? == 0 && !actor.system_admin {
             return Err(AppError::Conflict(
                 "this roster would leave the organisation without an active org admin; nothing was imported".into()));
         }
@@ -600,6 +655,40 @@ async fn apply(
     });
     tracing::info!(org_id, ?report, "roster imported");
     Ok(report)
+}
+
+/// Replaces a person's roles.
+async fn set_roles<'c, E, DB>(
+    exec: &mut E,
+    user_id: i64,
+    roles: &[Role],
+    granted_by: i64,
+    now: i64,
+) -> Result<(), sqlx::Error>
+where
+    for<'e> &'e mut E: sqlx::Executor<'e, Database = DB>,
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *exec)
+        .await?;
+    for role in roles {
+        sqlx::query(
+            "INSERT INTO user_roles (user_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, role) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(role.as_str())
+        .bind(granted_by)
+        .bind(now)
+        .execute(&mut *exec)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

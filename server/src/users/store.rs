@@ -46,12 +46,12 @@ pub struct NewPerson {
 pub fn normalize_email(raw: &str) -> Result<String, String> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
+                && !domain.contains('@')
                 && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !email.chars().any(char::is_whitespace)
+                && domain.split('.').all(|label| !label.is_empty())
         });
     if valid {
         Ok(email)
@@ -128,6 +128,20 @@ fn validate_dependants(deps: &[Dependant], issues: &mut Vec<Issue>) {
     }
 }
 
+/// Checks an emergency contact and normalises its phone number.
+fn validate_contact(c: &mut Option<EmergencyContact>, issues: &mut Vec<Issue>) {
+    if let Some(contact) = c {
+        if let Err(e) = validate_name(&contact.name) {
+            issues.push(Issue::new("emergency_contact/name", e));
+        }
+        contact.name = contact.name.trim().to_string();
+        match normalize_phone(&contact.phone) {
+            Ok(p) => contact.phone = p,
+            Err(e) => issues.push(Issue::new("emergency_contact/phone", e)),
+        }
+    }
+}
+
 fn into_result(issues: Vec<Issue>) -> AppResult<()> {
     if issues.is_empty() {
         return Ok(());
@@ -157,6 +171,7 @@ fn validate_new(p: &mut NewPerson) -> AppResult<()> {
             Err(e) => issues.push(Issue::new("phone", e)),
         }
     }
+    validate_contact(&mut p.emergency_contact, &mut issues);
     if let Some(lang) = &p.preferred_language
         && let Err(e) = validate_language(lang)
     {
@@ -382,6 +397,8 @@ pub async fn update_person(
         }
         None => None,
     };
+    let mut contact = u.emergency_contact.clone();
+    validate_contact(&mut contact, &mut issues);
     if let Some(lang) = &u.preferred_language
         && let Err(e) = validate_language(lang)
     {
@@ -391,9 +408,9 @@ pub async fn update_person(
         validate_dependants(deps, &mut issues);
     }
     into_result(issues)?;
-    let (ec_name, ec_phone) = split_contact(u.emergency_contact.as_ref());
+    let (ec_name, ec_phone) = split_contact(contact.as_ref());
     let now = now_ms();
-    let result: Result<(), sqlx::Error> = async {
+    let result: Result<(), UpdateError> = async {
         in_tx!(db, tx => {
             let org_id: i64 = sqlx::query_scalar(
                 "UPDATE users SET name = COALESCE($1, name), phone = COALESCE($2, phone), \
@@ -414,6 +431,11 @@ pub async fn update_person(
                 }
             }
             if u.active == Some(false) {
+                lock_organisation(&mut *tx, org_id).await?;
+                if active_org_admins(&mut *tx, org_id).await? == 0 {
+                    // Dropping the transaction rolls the deactivation back.
+                    return Err(LastAdmin.into());
+                }
                 sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                     .bind(now).bind(id).execute(&mut *tx).await?;
             }
@@ -426,13 +448,74 @@ pub async fn update_person(
         })
     }
     .await;
-    result.map_err(|e| match &e {
-        sqlx::Error::RowNotFound => AppError::NotFound(format!("user {id} does not exist")),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+    result.map_err(|e| match e {
+        UpdateError::LastAdmin => AppError::Conflict(
+            "this is the organisation's last active org admin; make someone else org admin first"
+                .into(),
+        ),
+        UpdateError::Db(sqlx::Error::RowNotFound) => {
+            AppError::NotFound(format!("user {id} does not exist"))
+        }
+        UpdateError::Db(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
             AppError::invalid("duty_station_id", "no such duty station")
         }
-        _ => e.into(),
+        UpdateError::Db(e) => e.into(),
     })
+}
+
+/// A profile update's failure inside its transaction.
+enum UpdateError {
+    LastAdmin,
+    Db(sqlx::Error),
+}
+
+struct LastAdmin;
+
+impl From<LastAdmin> for UpdateError {
+    fn from(_: LastAdmin) -> Self {
+        UpdateError::LastAdmin
+    }
+}
+
+impl From<sqlx::Error> for UpdateError {
+    fn from(e: sqlx::Error) -> Self {
+        UpdateError::Db(e)
+    }
+}
+
+/// Takes the organisation's row lock for the rest of the transaction. Changes that could leave
+/// an organisation without an org admin take it first, so two admins revoking each other at
+/// the same moment are serialised (PostgreSQL; SQLite has a single writer anyway).
+pub async fn lock_organisation<'c, E, DB>(exec: E, org_id: i64) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = DB>,
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query("UPDATE organisations SET id = id WHERE id = $1")
+        .bind(org_id)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Active members holding `org_admin` in the organisation.
+pub async fn active_org_admins<'c, E, DB>(exec: E, org_id: i64) -> Result<i64, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = DB>,
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM user_roles r JOIN users u ON u.id = r.user_id \
+         WHERE u.org_id = $1 AND r.role = 'org_admin' AND u.active",
+    )
+    .bind(org_id)
+    .fetch_one(exec)
+    .await
 }
 
 /// Sets a password and ends the person's other sessions.

@@ -4,10 +4,13 @@
 mod support;
 
 mod areas;
+mod assets;
 mod auth;
 mod bad_input;
 mod health;
+mod ingest;
 mod people;
 mod policy_matrix;
 mod positions;
 mod roster;
+mod ws;

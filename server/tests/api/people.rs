@@ -187,6 +187,10 @@ on_both_databases! {
         assert_eq!(issue_places(&problem), ["dependants/0/name", "dependants/1/date_of_birth",
             "dependants/1/relationship", "email", "name", "password", "phone", "preferred_language"]);
         assert_eq!(personnel(&admin, org).await, before, "nothing was created");
+        let problem = admin.post(&format!("/api/v1/organisations/{org}/users"),
+            json!({"email": "ok@wfp.example", "name": "Ok", "duty_station_id": 987_654})).await.problem(422);
+        assert_eq!(issue_places(&problem), ["duty_station_id"]);
+        assert_eq!(personnel(&admin, org).await, before, "nothing was created");
 
         let staff = srv.user(org, &[Role::Staff], false).await;
         let problem = staff.patch("/api/v1/me", json!({"phone": "call me", "preferred_language": "Swahili"})).await.problem(422);
@@ -194,6 +198,16 @@ on_both_databases! {
         let me = staff.get("/api/v1/me").await.expect(200);
         assert!(me["phone"].is_null());
         assert_eq!(me["preferred_language"], "en");
+    }
+
+    async fn an_email_address_has_exactly_one_at_sign_and_no_empty_labels(srv: TestServer) {
+        let org = srv.org().await;
+        let admin = srv.user(org, &[Role::OrgAdmin], false).await;
+        for email in ["amina@@wfp.example", "amina@wfp..example", "amina@wfp@example.org"] {
+            let problem = admin.post(&format!("/api/v1/organisations/{org}/users"),
+                json!({"email": email, "name": "Amina"})).await.problem(422);
+            assert_eq!(issue_places(&problem), ["email"], "{email}");
+        }
     }
 
     async fn an_emergency_contact_must_be_reachable(srv: TestServer) {

@@ -8,6 +8,7 @@ use std::fmt;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use vigil_server::db::Timestamp;
 use vigil_server::policy::Role;
 
 use crate::on_both_databases;
@@ -41,8 +42,16 @@ const A_PERSONNEL_READERS: &[Who] = &[Operator, Adviser, OrgAdmin, Oversight, Sy
 const A_ADMINS: &[Who] = &[OrgAdmin, SystemAdmin];
 const A_REPORT_READERS: &[Who] = &[OrgAdmin, Oversight, SystemAdmin];
 const A_ADVISERS: &[Who] = &[Adviser, SystemAdmin];
+const A_DISPATCHERS: &[Who] = &[Operator, OrgAdmin, SystemAdmin];
+const A_DEVICE_READERS: &[Who] = &[Operator, OrgAdmin, Oversight, SystemAdmin];
 const OVERSEERS: &[Who] = &[Oversight, SystemAdmin];
 const SYSTEM_ADMIN: &[Who] = &[SystemAdmin];
+
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+const PUT: Method = Method::PUT;
+const PATCH: Method = Method::PATCH;
+const DELETE: Method = Method::DELETE;
 
 /// A signed-in (or anonymous) caller and the credentials it can log in with again.
 struct Caller {
@@ -64,12 +73,17 @@ struct World {
     a_area: i64,
     b_area: i64,
     shared_area: i64,
+    a_asset: i64,
+    b_asset: i64,
+    /// Device credentials issued for the two members' phones.
+    a_device: i64,
+    b_device: i64,
     /// Draws fresh areas for the DELETE rows.
     system_admin: Client,
 }
 
-/// What a row sends; anything that creates gets fresh names on every attempt.
-enum Send {
+/// What a row sends; anything that creates something gets fresh names on every attempt.
+enum Payload {
     Nothing,
     Json(Value),
     NewOrganisation,
@@ -82,6 +96,10 @@ enum Send {
     },
     /// A CSV roster with one new person.
     Roster,
+    /// A position fix taken just now.
+    Fix,
+    /// A vehicle with a fresh name.
+    NewAsset,
     /// The caller's own email and password.
     OwnCredentials,
     /// A refresh token from a fresh login of the caller.
@@ -94,6 +112,8 @@ enum Send {
 enum Subject {
     /// The route has no parameters.
     Plain,
+    /// The route with this query string.
+    Query(String),
     /// `{id}` is this organisation, user or area.
     Id(i64),
     /// `{id}` is this user and `{role}` this role.
@@ -111,7 +131,7 @@ struct Row {
     /// Whose data the row touches, for messages.
     on: &'static str,
     subject: Subject,
-    send: Send,
+    send: Payload,
     allowed: &'static [Who],
     success: u16,
 }
@@ -122,13 +142,12 @@ impl fmt::Display for Row {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn row(
     method: Method,
     route: &'static str,
     on: &'static str,
     subject: Subject,
-    send: Send,
+    send: Payload,
     allowed: &'static [Who],
     success: u16,
 ) -> Row {
@@ -165,6 +184,28 @@ async fn draw_area(system_admin: &Client, org: Option<i64>) -> i64 {
         .await
         .expect(201);
     feature["id"].as_i64().expect("area id")
+}
+
+async fn register_asset(system_admin: &Client, org: i64) -> i64 {
+    let asset = system_admin
+        .post(
+            &format!("/api/v1/organisations/{org}/assets"),
+            json!({"kind": "vehicle", "name": unique("Land Cruiser ")}),
+        )
+        .await
+        .expect(201);
+    asset["id"].as_i64().expect("asset id")
+}
+
+async fn issue_device(system_admin: &Client, org: i64, user: i64) -> i64 {
+    let issued = system_admin
+        .post(
+            &format!("/api/v1/organisations/{org}/devices"),
+            json!({"user_id": user}),
+        )
+        .await
+        .expect(201);
+    issued["id"].as_i64().expect("device id")
 }
 
 async fn email_of(client: &Client) -> String {
@@ -211,6 +252,10 @@ async fn build_world(srv: &TestServer) -> World {
         a_area: draw_area(&system_admin, Some(a)).await,
         b_area: draw_area(&system_admin, Some(b)).await,
         shared_area: draw_area(&system_admin, None).await,
+        a_asset: register_asset(&system_admin, a).await,
+        b_asset: register_asset(&system_admin, b).await,
+        a_device: issue_device(&system_admin, a, a_member.user_id).await,
+        b_device: issue_device(&system_admin, b, b_member.user_id).await,
         system_admin,
     }
 }
@@ -218,85 +263,129 @@ async fn build_world(srv: &TestServer) -> World {
 /// One row per route and whose data it touches.
 #[rustfmt::skip]
 fn table(w: &World) -> Vec<Row> {
-    use Subject::{FreshArea, Id, IdRole, Me, Plain};
-    use Send::{Nothing, OnFreshSession, OwnCredentials, OwnRefreshToken, Roster};
-    let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+    use Subject::{FreshArea, Id, IdRole, Me, Plain, Query};
+    use Payload::{Fix, Nothing, OnFreshSession, OwnCredentials, OwnRefreshToken, Roster};
     let (a, b, a_member, b_member) = (w.a, w.b, w.a_member, w.b_member);
-    let phone = || Send::Json(json!({"phone": "+254 700 000 001"}));
-    let same_password = || Send::Json(json!({"password": PASSWORD}));
-    let renamed = || Send::Json(square("Renamed area"));
-    let person = |roles| Send::NewPerson { roles };
-    let area = |org| Send::NewArea { org };
+    let phone = || Payload::Json(json!({"phone": "+254 700 000 001"}));
+    let same_password = || Payload::Json(json!({"password": PASSWORD}));
+    let renamed = || Payload::Json(square("Renamed area"));
+    let vehicle = || Payload::Json(json!({"name": "Land Cruiser UN-123"}));
+    let person = |roles| Payload::NewPerson { roles };
+    let area = |org| Payload::NewArea { org };
     vec![
         // Signing in is open to everyone; everything else needs a session.
-        row(post.clone(),   "/api/v1/auth/login",   "own account", Plain, OwnCredentials,  EVERYONE,  200),
-        row(post.clone(),   "/api/v1/auth/refresh", "own session", Plain, OwnRefreshToken, EVERYONE,  200),
-        row(post.clone(),   "/api/v1/auth/logout",  "own session", Plain, OnFreshSession,  SIGNED_IN, 204),
+        row(POST,   "/api/v1/auth/login",   "own account", Plain, OwnCredentials,  EVERYONE,  200),
+        row(POST,   "/api/v1/auth/refresh", "own session", Plain, OwnRefreshToken, EVERYONE,  200),
+        row(POST,   "/api/v1/auth/logout",  "own session", Plain, OnFreshSession,  SIGNED_IN, 204),
         // Everyone signed in keeps their own profile.
-        row(get.clone(),    "/api/v1/me",           "self", Plain, Nothing, SIGNED_IN, 200),
-        row(patch.clone(),  "/api/v1/me",           "self", Plain, Send::Json(json!({"preferred_language": "fr"})), SIGNED_IN, 200),
-        row(put.clone(),    "/api/v1/me/password",  "self", Plain,
-            Send::Json(json!({"current_password": PASSWORD, "new_password": PASSWORD})), SIGNED_IN, 204),
-        row(get.clone(),    "/api/v1/users/{id}",   "self", Me, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/me",           "self", Plain, Nothing, SIGNED_IN, 200),
+        row(PATCH,  "/api/v1/me",           "self", Plain, Payload::Json(json!({"preferred_language": "fr"})), SIGNED_IN, 200),
+        row(PUT,    "/api/v1/me/password",  "self", Plain,
+            Payload::Json(json!({"current_password": PASSWORD, "new_password": PASSWORD})), SIGNED_IN, 204),
+        row(GET,    "/api/v1/users/{id}",   "self", Me, Nothing, SIGNED_IN, 200),
         // Organisations: members see their own, oversight sees every one, a system admin creates.
-        row(get.clone(),    "/api/v1/organisations",      "own or all", Plain, Nothing, SIGNED_IN, 200),
-        row(post.clone(),   "/api/v1/organisations",      "a new one",  Plain, Send::NewOrganisation, SYSTEM_ADMIN, 201),
-        row(get.clone(),    "/api/v1/organisations/{id}", "A", Id(a), Nothing, SIGNED_IN, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/organisations",      "own or all", Plain, Nothing, SIGNED_IN, 200),
+        row(POST,   "/api/v1/organisations",      "a new one",  Plain, Payload::NewOrganisation, SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/organisations/{id}", "A", Id(a), Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/organisations/{id}", "B", Id(b), Nothing, OVERSEERS, 200),
         // Personnel: managed by the organisation's admins, read by its operators and advisers too.
-        row(get.clone(),    "/api/v1/organisations/{id}/users", "A", Id(a), Nothing, A_PERSONNEL_READERS, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}/users", "B", Id(b), Nothing, OVERSEERS, 200),
-        row(post.clone(),   "/api/v1/organisations/{id}/users", "A", Id(a), person(&["staff", "operator"]), A_ADMINS, 201),
-        row(post.clone(),   "/api/v1/organisations/{id}/users", "A, as oversight", Id(a), person(&["oversight"]), SYSTEM_ADMIN, 201),
-        row(post.clone(),   "/api/v1/organisations/{id}/users", "B", Id(b), person(&["staff"]), SYSTEM_ADMIN, 201),
-        row(get.clone(),    "/api/v1/users/{id}",          "A's member", Id(a_member), Nothing, A_PERSONNEL_READERS, 200),
-        row(get.clone(),    "/api/v1/users/{id}",          "B's member", Id(b_member), Nothing, OVERSEERS, 200),
-        row(patch.clone(),  "/api/v1/users/{id}",          "A's member", Id(a_member), phone(), A_ADMINS, 200),
-        row(patch.clone(),  "/api/v1/users/{id}",          "B's member", Id(b_member), phone(), SYSTEM_ADMIN, 200),
-        row(put.clone(),    "/api/v1/users/{id}/password", "A's member", Id(a_member), same_password(), A_ADMINS, 204),
-        row(put.clone(),    "/api/v1/users/{id}/password", "B's member", Id(b_member), same_password(), SYSTEM_ADMIN, 204),
+        row(GET,    "/api/v1/organisations/{id}/users", "A", Id(a), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/users", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/organisations/{id}/users", "A", Id(a), person(&["staff", "operator"]), A_ADMINS, 201),
+        row(POST,   "/api/v1/organisations/{id}/users", "A, as oversight", Id(a), person(&["oversight"]), SYSTEM_ADMIN, 201),
+        row(POST,   "/api/v1/organisations/{id}/users", "B", Id(b), person(&["staff"]), SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/users/{id}",          "A's member", Id(a_member), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/users/{id}",          "B's member", Id(b_member), Nothing, OVERSEERS, 200),
+        row(PATCH,  "/api/v1/users/{id}",          "A's member", Id(a_member), phone(), A_ADMINS, 200),
+        row(PATCH,  "/api/v1/users/{id}",          "B's member", Id(b_member), phone(), SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/users/{id}/password", "A's member", Id(a_member), same_password(), A_ADMINS, 204),
+        row(PUT,    "/api/v1/users/{id}/password", "B's member", Id(b_member), same_password(), SYSTEM_ADMIN, 204),
         // Roles: an organisation's admins decide for its own members; oversight comes from a system admin.
-        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
-        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
-        row(put.clone(),    "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
-        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
-        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
-        row(delete.clone(), "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
+        row(PUT,    "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
+        row(DELETE, "/api/v1/users/{id}/roles/{role}", "A's member, operator",  IdRole(a_member, "operator"),  Nothing, A_ADMINS, 200),
+        row(DELETE, "/api/v1/users/{id}/roles/{role}", "A's member, oversight", IdRole(a_member, "oversight"), Nothing, SYSTEM_ADMIN, 200),
+        row(DELETE, "/api/v1/users/{id}/roles/{role}", "B's member, operator",  IdRole(b_member, "operator"),  Nothing, SYSTEM_ADMIN, 200),
         // Roster import and the administrative reports.
-        row(post.clone(),   "/api/v1/organisations/{id}/roster", "A", Id(a), Roster, A_ADMINS, 200),
-        row(post.clone(),   "/api/v1/organisations/{id}/roster", "B", Id(b), Roster, SYSTEM_ADMIN, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}/reports/stale-profiles", "A", Id(a), Nothing, A_REPORT_READERS, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}/reports/stale-profiles", "B", Id(b), Nothing, OVERSEERS, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}/audit", "A", Id(a), Nothing, A_REPORT_READERS, 200),
-        row(get.clone(),    "/api/v1/organisations/{id}/audit", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/organisations/{id}/roster", "A", Id(a), Roster, A_ADMINS, 200),
+        row(POST,   "/api/v1/organisations/{id}/roster", "B", Id(b), Roster, SYSTEM_ADMIN, 200),
+        row(GET,    "/api/v1/organisations/{id}/reports/stale-profiles", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/reports/stale-profiles", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit", "B", Id(b), Nothing, OVERSEERS, 200),
         // Duty stations are shared: everyone reads them, a system admin adds them.
-        row(get.clone(),    "/api/v1/duty-stations", "all",       Plain, Nothing, SIGNED_IN, 200),
-        row(post.clone(),   "/api/v1/duty-stations", "a new one", Plain, Send::NewDutyStation, SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/duty-stations", "all",       Plain, Nothing, SIGNED_IN, 200),
+        row(POST,   "/api/v1/duty-stations", "a new one", Plain, Payload::NewDutyStation, SYSTEM_ADMIN, 201),
         // Areas: everyone reads; advisers draw their own organisation's; shared ones are a system admin's.
-        row(get.clone(),    "/api/v1/areas",      "all",    Plain, Nothing, SIGNED_IN, 200),
-        row(post.clone(),   "/api/v1/areas",      "A",      Plain, area(Some(a)), A_ADVISERS, 201),
-        row(post.clone(),   "/api/v1/areas",      "B",      Plain, area(Some(b)), SYSTEM_ADMIN, 201),
-        row(post.clone(),   "/api/v1/areas",      "shared", Plain, area(None), SYSTEM_ADMIN, 201),
-        row(get.clone(),    "/api/v1/areas/{id}", "A",      Id(w.a_area), Nothing, SIGNED_IN, 200),
-        row(get.clone(),    "/api/v1/areas/{id}", "B",      Id(w.b_area), Nothing, SIGNED_IN, 200),
-        row(put.clone(),    "/api/v1/areas/{id}", "A",      Id(w.a_area), renamed(), A_ADVISERS, 200),
-        row(put.clone(),    "/api/v1/areas/{id}", "B",      Id(w.b_area), renamed(), SYSTEM_ADMIN, 200),
-        row(put.clone(),    "/api/v1/areas/{id}", "shared", Id(w.shared_area), renamed(), SYSTEM_ADMIN, 200),
-        row(put.clone(),    "/api/v1/areas/{id}", "A, handed to B", FreshArea(Some(a)),
-            Send::Json(owned_square("Handed over", Some(b))), SYSTEM_ADMIN, 200),
-        row(delete.clone(), "/api/v1/areas/{id}", "A",      FreshArea(Some(a)), Nothing, A_ADVISERS, 204),
-        row(delete.clone(), "/api/v1/areas/{id}", "B",      FreshArea(Some(b)), Nothing, SYSTEM_ADMIN, 204),
-        row(delete,         "/api/v1/areas/{id}", "shared", FreshArea(None), Nothing, SYSTEM_ADMIN, 204),
+        row(GET,    "/api/v1/areas",      "all",    Plain, Nothing, SIGNED_IN, 200),
+        row(POST,   "/api/v1/areas",      "A",      Plain, area(Some(a)), A_ADVISERS, 201),
+        row(POST,   "/api/v1/areas",      "B",      Plain, area(Some(b)), SYSTEM_ADMIN, 201),
+        row(POST,   "/api/v1/areas",      "shared", Plain, area(None), SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/areas/{id}", "A",      Id(w.a_area), Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/areas/{id}", "B",      Id(w.b_area), Nothing, SIGNED_IN, 200),
+        row(PUT,    "/api/v1/areas/{id}", "A",      Id(w.a_area), renamed(), A_ADVISERS, 200),
+        row(PUT,    "/api/v1/areas/{id}", "B",      Id(w.b_area), renamed(), SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/areas/{id}", "shared", Id(w.shared_area), renamed(), SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/areas/{id}", "A, handed to B", FreshArea(Some(a)),
+            Payload::Json(owned_square("Handed over", Some(b))), SYSTEM_ADMIN, 200),
+        row(DELETE, "/api/v1/areas/{id}", "A",      FreshArea(Some(a)), Nothing, A_ADVISERS, 204),
+        row(DELETE, "/api/v1/areas/{id}", "B",      FreshArea(Some(b)), Nothing, SYSTEM_ADMIN, 204),
+        row(DELETE, "/api/v1/areas/{id}", "shared", FreshArea(None), Nothing, SYSTEM_ADMIN, 204),
+        // Positions: everyone reports and controls their own; their organisation's operators,
+        // advisers and org admins see where they are, oversight sees everyone.
+        row(POST,   "/api/v1/positions",          "own fixes", Plain, Fix, SIGNED_IN, 200),
+        row(GET,    "/api/v1/positions",          "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/positions",          "A", Query(format!("?org_id={a}")), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/positions",          "B", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/me/location-mode",   "self", Plain, Nothing, SIGNED_IN, 200),
+        row(PUT,    "/api/v1/me/location-mode",   "self", Plain, Payload::Json(json!({"mode": "tracking"})), SIGNED_IN, 200),
+        row(GET,    "/api/v1/me/followed-areas",  "self", Plain, Nothing, SIGNED_IN, 200),
+        row(PUT,    "/api/v1/me/followed-areas",  "self, A's and B's areas", Plain,
+            Payload::Json(json!({"area_ids": [w.a_area, w.b_area]})), SIGNED_IN, 200),
+        row(GET,    "/api/v1/me/location-access", "self", Plain, Nothing, SIGNED_IN, 200),
+        // Assets: operators and org admins keep the inventory, advisers and oversight read it.
+        row(GET,    "/api/v1/organisations/{id}/assets", "A", Id(a), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/assets", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/organisations/{id}/assets", "A", Id(a), Payload::NewAsset, A_DISPATCHERS, 201),
+        row(POST,   "/api/v1/organisations/{id}/assets", "B", Id(b), Payload::NewAsset, SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/assets/{id}", "A's asset", Id(w.a_asset), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/assets/{id}", "B's asset", Id(w.b_asset), Nothing, OVERSEERS, 200),
+        row(PATCH,  "/api/v1/assets/{id}", "A's asset", Id(w.a_asset), vehicle(), A_DISPATCHERS, 200),
+        row(PATCH,  "/api/v1/assets/{id}", "B's asset", Id(w.b_asset), vehicle(), SYSTEM_ADMIN, 200),
+        // Device credentials let a tracker write positions for a person or asset: operators and
+        // org admins issue them for their own organisation only.
+        row(GET,    "/api/v1/organisations/{id}/devices", "A", Id(a), Nothing, A_DEVICE_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/devices", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/organisations/{id}/devices", "A's member", Id(a),
+            Payload::Json(json!({"user_id": a_member})), A_DISPATCHERS, 201),
+        row(POST,   "/api/v1/organisations/{id}/devices", "B's member", Id(b),
+            Payload::Json(json!({"user_id": b_member})), SYSTEM_ADMIN, 201),
+        // Even a system admin cannot file B's member under A (422); A's operators may not try (403).
+        row(POST,   "/api/v1/organisations/{id}/devices", "A, for B's member", Id(a),
+            Payload::Json(json!({"user_id": b_member})), SYSTEM_ADMIN, 422),
+        row(DELETE, "/api/v1/devices/{id}", "A's device", Id(w.a_device), Nothing, A_DISPATCHERS, 204),
+        row(DELETE, "/api/v1/devices/{id}", "B's device", Id(w.b_device), Nothing, SYSTEM_ADMIN, 204),
+        // Trackers authenticate with a device credential, never with a person's session, and the
+        // WebSocket authenticates in its first message: no role opens these as plain requests.
+        row(POST,   "/api/v1/ingest/owntracks", "a session, no device credential", Plain,
+            Payload::Json(json!({"_type": "location", "lat": 4.85, "lon": 31.6, "tst": 1_700_000_000})), EVERYONE, 401),
+        row(GET,    "/api/v1/ingest/osmand", "a session, no device credential", Query("?lat=4.85&lon=31.6".into()),
+            Nothing, EVERYONE, 401),
+        row(POST,   "/api/v1/ingest/osmand", "a session, no device credential", Query("?lat=4.85&lon=31.6".into()),
+            Nothing, EVERYONE, 401),
+        row(GET,    "/api/v1/ws", "a plain request, no upgrade", Plain, Nothing, EVERYONE, 400),
     ]
 }
 
 /// The row's route with its parameters filled in for this attempt.
 async fn path_for(w: &World, row: &Row, caller: &Caller) -> String {
-    let id = match row.subject {
+    let id = match &row.subject {
         Subject::Plain => return row.route.to_string(),
-        Subject::Id(id) | Subject::IdRole(id, _) => id,
+        Subject::Query(query) => return format!("{}{query}", row.route),
+        Subject::Id(id) | Subject::IdRole(id, _) => *id,
         Subject::Me => caller.client.user_id,
-        Subject::FreshArea(owner) => draw_area(&w.system_admin, owner).await,
+        Subject::FreshArea(owner) => draw_area(&w.system_admin, *owner).await,
     };
     let path = row.route.replace("{id}", &id.to_string());
     match row.subject {
@@ -312,28 +401,33 @@ async fn attempt(srv: &TestServer, w: &World, row: &Row, caller: &Caller) -> Res
     let client = &caller.client;
     let fresh_session = || srv.anon().login(&caller.email, PASSWORD);
     let body = match &row.send {
-        Send::Nothing => return client.send(method, &path, None).await,
-        Send::Json(body) => body.clone(),
-        Send::NewOrganisation => json!({"name": unique("Org "), "short_name": unique("S")}),
-        Send::NewDutyStation => json!({"name": unique("Station "), "country_code": "SS"}),
-        Send::NewPerson { roles } => {
+        Payload::Nothing => return client.send(method, &path, None).await,
+        Payload::Json(body) => body.clone(),
+        Payload::NewOrganisation => json!({"name": unique("Org "), "short_name": unique("S")}),
+        Payload::NewDutyStation => json!({"name": unique("Station "), "country_code": "SS"}),
+        Payload::NewPerson { roles } => {
             let email = format!("{}@new.example", unique("p"));
             json!({"email": email, "name": "New Person", "roles": roles})
         }
-        Send::NewArea { org } => owned_square(&unique("Area "), *org),
-        Send::Roster => {
+        Payload::NewArea { org } => owned_square(&unique("Area "), *org),
+        Payload::NewAsset => json!({"kind": "vehicle", "name": unique("Vehicle ")}),
+        Payload::Fix => {
+            let now = Timestamp(vigil_server::db::now_ms()).to_rfc3339();
+            json!({"fixes": [{"lat": 4.85, "lon": 31.6, "accuracy_m": 12.0, "recorded_at": now}]})
+        }
+        Payload::Roster => {
             let email = format!("{}@roster.example", unique("r"));
             let csv = format!("email,name,roles\n{email},Roster Person,staff\n");
             return client
                 .send_raw(method, &path, "text/csv", csv.into_bytes())
                 .await;
         }
-        Send::OwnCredentials => json!({"email": caller.email, "password": PASSWORD}),
-        Send::OwnRefreshToken => {
+        Payload::OwnCredentials => json!({"email": caller.email, "password": PASSWORD}),
+        Payload::OwnRefreshToken => {
             let refresh = fresh_session().await.refresh.expect("refresh token");
             json!({"refresh_token": refresh})
         }
-        Send::OnFreshSession => {
+        Payload::OnFreshSession => {
             let session = match caller.who {
                 Anonymous => client.clone(),
                 _ => fresh_session().await,

@@ -1,0 +1,231 @@
+//! The WebSocket: authentication, positions, stored messages with resume, slow consumers,
+//! operators' live feed.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use vigil_server::db::{Timestamp, now_ms};
+use vigil_server::policy::Role;
+
+use crate::on_both_databases;
+use crate::support::{Client, TestServer};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A phone's or console's WebSocket.
+struct Ws {
+    socket: Socket,
+}
+
+impl Ws {
+    async fn open(srv: &TestServer) -> Ws {
+        let url = format!("{}/api/v1/ws", srv.url.replace("http://", "ws://"));
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Ws { socket }
+    }
+
+    /// Opens, says hello with the client's token and `last_seq`, and returns the welcome.
+    async fn hello(srv: &TestServer, client: &Client, last_seq: i64) -> (Ws, Value) {
+        let mut ws = Ws::open(srv).await;
+        ws.send(json!({"type": "hello", "token": client.token, "last_seq": last_seq}))
+            .await;
+        let welcome = ws.next().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (ws, welcome)
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.socket
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next JSON message (pings are answered by the library).
+    async fn next(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("socket open")
+                .expect("frame");
+            match frame {
+                Message::Text(t) => return serde_json::from_str(&t).expect("json"),
+                Message::Close(c) => {
+                    return json!({"type": "closed", "code": c.map(|c| u16::from(c.code))});
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message of a given type, skipping others.
+    async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m["type"] == kind || m["type"] == "closed" {
+                return m;
+            }
+        }
+    }
+}
+
+fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
+    json!({"lat": lat, "lon": lon, "accuracy_m": 5.0, "recorded_at": Timestamp(now_ms() - ms_ago).to_rfc3339()})
+}
+
+async fn area(adviser: &Client, name: &str, lon0: f64) -> i64 {
+    let f = json!({"type": "Feature", "properties": {"name": name, "security_level": 5, "advisory": format!("{name}: stay indoors after dark")},
+        "geometry": {"type": "Polygon", "coordinates": [[[lon0, 0.0], [lon0 + 1.0, 0.0], [lon0 + 1.0, 1.0], [lon0, 1.0], [lon0, 0.0]]]}});
+    adviser.post("/api/v1/areas", f).await.expect(201)["id"]
+        .as_i64()
+        .expect("id")
+}
+
+on_both_databases! {
+    async fn a_phone_authenticates_pings_and_survives_bad_messages(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let (mut ws, welcome) = Ws::hello(&srv, &staff, 0).await;
+        assert_eq!(welcome["v"], 1);
+        assert_eq!(welcome["user_id"], staff.user_id);
+        assert_eq!(welcome["last_seq"], 0);
+        ws.send(json!({"type": "ping", "ref": "p1"})).await;
+        assert_eq!(ws.next().await, json!({"type": "pong", "ref": "p1"}));
+        ws.send(json!({"type": "teleport", "ref": "t1"})).await;
+        let err = ws.next().await;
+        assert_eq!((err["type"].as_str(), err["code"].as_str(), err["ref"].as_str()), (Some("error"), Some("bad_message"), Some("t1")));
+        ws.socket.send(Message::Text("{not json".into())).await.expect("send");
+        assert_eq!(ws.next().await["code"], "bad_message");
+        ws.send(json!({"type": "position", "ref": "f1", "fixes": [fix(95.0, 0.0, 0)]})).await;
+        let bad = ws.next().await;
+        assert_eq!((bad["code"].as_str(), bad["ref"].as_str()), (Some("invalid"), Some("f1")));
+        assert!(bad["detail"].as_str().expect("detail").contains("nothing was stored"));
+        ws.send(json!({"type": "ping", "ref": "p2"})).await;
+        assert_eq!(ws.next().await["ref"], "p2", "the connection survived");
+
+        let mut stranger = Ws::open(&srv).await;
+        stranger.send(json!({"type": "hello", "token": "forged"})).await;
+        assert_eq!(stranger.next().await["code"], "unauthorized");
+        assert_eq!(stranger.next().await["code"], 4001);
+        let mut rude = Ws::open(&srv).await;
+        rude.send(json!({"type": "ping"})).await;
+        assert_eq!(rude.next().await["code"], "hello_expected");
+    }
+
+    async fn entering_an_area_sends_its_advisory_and_level_as_a_stored_message(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let red = area(&adviser, "Red zone", 10.0).await;
+        let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+        ws.send(json!({"type": "position", "ref": "a", "fixes": [fix(0.5, 10.5, 1000)]})).await;
+        let mut got = [ws.next().await, ws.next().await];
+        got.sort_by_key(|m| m["type"].as_str().map(str::to_string));
+        let (ack, msg) = (&got[0], &got[1]);
+        assert_eq!((ack["type"].as_str(), ack["ref"].as_str(), ack["accepted"].as_i64()), (Some("ack"), Some("a"), Some(1)));
+        assert_eq!((msg["type"].as_str(), msg["seq"].as_i64(), msg["kind"].as_str()), (Some("message"), Some(1), Some("area_entered")));
+        assert_eq!(msg["payload"]["area_id"], red);
+        assert_eq!(msg["payload"]["security_level"], 5);
+        assert_eq!(msg["payload"]["security_level_name"], "high");
+        assert_eq!(msg["payload"]["advisory"], "Red zone: stay indoors after dark");
+        ws.send(json!({"type": "position", "ref": "b", "fixes": [fix(0.5, 30.5, 0)]})).await;
+        let left = ws.next_of("message").await;
+        assert_eq!((left["seq"].as_i64(), left["kind"].as_str()), (Some(2), Some("area_left")));
+    }
+
+    async fn a_reconnecting_phone_gets_everything_it_missed_in_order_once(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        for (i, lon) in [10.0, 12.0, 14.0].iter().enumerate() {
+            area(&adviser, &format!("Zone {i}"), *lon).await;
+        }
+        let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+        staff.post("/api/v1/positions", json!({"fixes": [fix(0.5, 10.5, 5000)]})).await.expect(200);
+        assert_eq!(ws.next_of("message").await["seq"], 1);
+        drop(ws);
+        // Offline: the phone crosses three borders (left 0, entered 1, left 1, entered 2).
+        staff.post("/api/v1/positions", json!({"fixes": [fix(0.5, 12.5, 4000)]})).await.expect(200);
+        staff.post("/api/v1/positions", json!({"fixes": [fix(0.5, 14.5, 3000)]})).await.expect(200);
+        let (mut ws, welcome) = Ws::hello(&srv, &staff, 1).await;
+        assert_eq!(welcome["last_seq"], 5);
+        let seqs: Vec<i64> = [ws.next().await, ws.next().await, ws.next().await, ws.next().await]
+            .iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        // Live traffic continues after the replay, with no repeat.
+        staff.post("/api/v1/positions", json!({"fixes": [fix(0.5, 40.0, 1000)]})).await.expect(200);
+        assert_eq!(ws.next_of("message").await["seq"], 6);
+        let (mut fresh, _) = Ws::hello(&srv, &staff, 0).await;
+        let first = fresh.next().await;
+        assert_eq!((first["seq"].as_i64(), first["kind"].as_str()), (Some(1), Some("area_entered")));
+    }
+
+    async fn a_slow_phone_is_cut_off_without_slowing_others_and_catches_up(srv: TestServer) {
+        let org = srv.org().await;
+        let slow_user = srv.user(org, &[Role::Staff], false).await;
+        let fast_user = srv.user(org, &[Role::Staff], false).await;
+        let (slow, _) = Ws::hello(&srv, &slow_user, 0).await; // never reads again
+        let (mut fast, _) = Ws::hello(&srv, &fast_user, 0).await;
+        let filler = "x".repeat(32 * 1024);
+        let total = 600;
+        for i in 1..=total {
+            vigil_server::live::send_to_user(&srv.state.db, &srv.state.hub, slow_user.user_id, "test", &json!({"i": i, "filler": filler}))
+                .await.expect("store");
+        }
+        assert_eq!(srv.state.hub.connections_of(slow_user.user_id), 0, "the slow connection was cut off");
+        let started = std::time::Instant::now();
+        vigil_server::live::send_to_user(&srv.state.db, &srv.state.hub, fast_user.user_id, "test", &json!({"hello": true}))
+            .await.expect("store");
+        assert_eq!(fast.next_of("message").await["payload"]["hello"], true);
+        assert!(started.elapsed() < Duration::from_secs(2), "others are not slowed down");
+        drop(slow);
+        let (mut back, _) = Ws::hello(&srv, &slow_user, 0).await;
+        for expected in 1..=total {
+            let m = back.next_of("message").await;
+            assert_eq!(m["seq"], expected);
+            assert_eq!(m["payload"]["i"], expected);
+        }
+    }
+
+    async fn operators_watch_their_organisation_live_and_reads_are_logged(srv: TestServer) {
+        let a = srv.org().await;
+        let b = srv.org().await;
+        let adviser = srv.user(a, &[Role::Adviser], false).await;
+        let operator = srv.user(a, &[Role::Operator], false).await;
+        let staff_a = srv.user(a, &[Role::Staff], false).await;
+        let staff_b = srv.user(b, &[Role::Staff], false).await;
+        let zone = area(&adviser, "Zone A", 10.0).await;
+        let (mut console, _) = Ws::hello(&srv, &operator, 0).await;
+        console.send(json!({"type": "subscribe", "topic": "positions", "org_id": b})).await;
+        assert_eq!(console.next().await["code"], "forbidden");
+        console.send(json!({"type": "subscribe", "topic": "positions"})).await;
+        assert_eq!(console.next().await["type"], "subscribed");
+        staff_b.post("/api/v1/positions", json!({"fixes": [fix(0.5, 10.5, 0)]})).await.expect(200);
+        staff_a.post("/api/v1/positions", json!({"fixes": [fix(0.5, 10.5, 0)]})).await.expect(200);
+        let mut events = [console.next().await, console.next().await];
+        events.sort_by_key(|e| e["event"].as_str().map(str::to_string));
+        assert_eq!((events[0]["event"].as_str(), events[0]["area_id"].as_i64(), events[0]["id"].as_i64()), (Some("geofence"), Some(zone), Some(staff_a.user_id)));
+        assert_eq!((events[1]["event"].as_str(), events[1]["id"].as_i64(), events[1]["lat"].as_f64()), (Some("position"), Some(staff_a.user_id), Some(0.5)));
+        let log = staff_a.get("/api/v1/me/location-access").await.expect(200);
+        assert!(log.as_array().expect("log").iter().any(|e| e["viewer_id"] == operator.user_id && e["purpose"] == "live_feed"), "{log}");
+        let staff_ws = Ws::hello(&srv, &staff_a, 0).await.0;
+        drop(staff_ws);
+        let (mut phone, _) = Ws::hello(&srv, &staff_a, 0).await;
+        phone.send(json!({"type": "subscribe", "topic": "positions"})).await;
+        assert_eq!(phone.next_of("error").await["code"], "forbidden");
+    }
+
+    async fn shutdown_closes_sockets_with_going_away(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+        srv.state.shutdown.cancel();
+        assert_eq!(ws.next_of("closed").await["code"], 1001);
+    }
+}
