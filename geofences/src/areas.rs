@@ -71,7 +71,6 @@ fn entries(area: &Area) -> impl Iterator<Item = AreaEntry> + '_ {
 }
 
 /// All areas, with an R-tree of their bounding boxes for "which areas contain this point".
-#[derive(Default)]
 pub struct AreaIndex {
     /// The areas by id.
     areas: IdMap<AreaId, Area>,
@@ -85,6 +84,15 @@ impl fmt::Debug for AreaIndex {
             .field("areas", &self.areas.len())
             .field("pieces", &self.tree.size())
             .finish()
+    }
+}
+
+impl Default for AreaIndex {
+    fn default() -> Self {
+        Self {
+            areas: IdMap::default(),
+            tree: RTree::new(),
+        }
     }
 }
 

@@ -113,6 +113,9 @@ pub enum AreaError {
         min: f64,
         max: f64,
     },
+    /// A circle's centre that is not `[longitude, latitude]`.
+    #[error("circle centre has {len} numbers; expected [longitude, latitude]")]
+    BadCentre { len: usize },
     /// A circle radius that is not a number in (0, MAX_RADIUS_M].
     #[error("circle radius {radius_m} m is invalid; expected a number of metres in (0, {max}]")]
     BadRadius { radius_m: f64, max: f64 },

@@ -50,9 +50,36 @@ pub(crate) fn within_geodesic(clon: f64, clat: f64, radius_m: f64, lon: f64, lat
 /// A longitude/latitude box `[min_lon, min_lat, max_lon, max_lat]` with `min_lon <= max_lon`.
 pub(crate) type DegBox = [f64; 4];
 
+/// One or two boxes, without allocating (this is on every position update's path).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Boxes {
+    boxes: [DegBox; 2],
+    len: usize,
+}
+
+impl Boxes {
+    pub(crate) fn one(b: DegBox) -> Self {
+        Self {
+            boxes: [b, b],
+            len: 1,
+        }
+    }
+
+    fn two(a: DegBox, b: DegBox) -> Self {
+        Self {
+            boxes: [a, b],
+            len: 2,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[DegBox] {
+        &self.boxes[..self.len]
+    }
+}
+
 /// Boxes (one, or two when the antimeridian cuts it) that hold every point within `radius_m`
 /// of `(lon, lat)` along the ellipsoid. Conservative: they may hold a little more.
-pub(crate) fn boxes_around(lon: f64, lat: f64, radius_m: f64) -> Vec<DegBox> {
+pub(crate) fn boxes_around(lon: f64, lat: f64, radius_m: f64) -> Boxes {
     let delta = radius_m.max(0.0) / MIN_CURVATURE_RADIUS_M * 1.001; // angular radius, rad
     let dlat = delta.to_degrees() + 1e-9;
     let min_lat = (lat - dlat).max(-90.0);
@@ -66,7 +93,7 @@ pub(crate) fn boxes_around(lon: f64, lat: f64, radius_m: f64) -> Vec<DegBox> {
         delta.sin() / phi.cos()
     };
     if ratio.is_nan() || ratio >= 1.0 {
-        return vec![[-180.0, min_lat, 180.0, max_lat]];
+        return Boxes::one([-180.0, min_lat, 180.0, max_lat]);
     }
     let dlon = ratio.asin().to_degrees() * 1.001 + 1e-9;
     split_lon(lon - dlon, lon + dlon, min_lat, max_lat)
@@ -74,9 +101,9 @@ pub(crate) fn boxes_around(lon: f64, lat: f64, radius_m: f64) -> Vec<DegBox> {
 
 /// Boxes for a longitude span `[west, east]` (with `west <= east`, each within ±540°) folded
 /// into [-180, 180].
-pub(crate) fn split_lon(west: f64, east: f64, min_lat: f64, max_lat: f64) -> Vec<DegBox> {
+pub(crate) fn split_lon(west: f64, east: f64, min_lat: f64, max_lat: f64) -> Boxes {
     if east - west >= 360.0 {
-        return vec![[-180.0, min_lat, 180.0, max_lat]];
+        return Boxes::one([-180.0, min_lat, 180.0, max_lat]);
     }
     let shift = if west < -180.0 {
         360.0
@@ -87,12 +114,12 @@ pub(crate) fn split_lon(west: f64, east: f64, min_lat: f64, max_lat: f64) -> Vec
     };
     let (w, e) = (west + shift, east + shift);
     if e <= 180.0 {
-        vec![[w, min_lat, e, max_lat]]
+        Boxes::one([w, min_lat, e, max_lat])
     } else {
-        vec![
+        Boxes::two(
             [w, min_lat, 180.0, max_lat],
             [-180.0, min_lat, e - 360.0, max_lat],
-        ]
+        )
     }
 }
 
@@ -128,10 +155,12 @@ mod tests {
     #[test]
     fn boxes_cross_the_antimeridian() {
         let boxes = boxes_around(179.99, 0.0, 5_000.0);
+        let boxes = boxes.as_slice();
         assert_eq!(boxes.len(), 2);
         assert!(boxes[1][0] == -180.0 && boxes[1][2] > -180.0);
         let polar = boxes_around(0.0, 89.99, 5_000.0);
-        assert_eq!(polar, vec![[-180.0, polar[0][1], 180.0, 90.0]]);
+        let polar = polar.as_slice();
+        assert_eq!(polar, &[[-180.0, polar[0][1], 180.0, 90.0]]);
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //!   its GeoJSON form.
 //! * [`areas`] — [`AreaIndex`]: an R-tree of areas; which areas contain a point, and the
 //!   effective security level there.
-//! * [`positions`] — [`PositionIndex`]: an R-tree of the latest position of every subject;
-//!   who is inside a shape, a box, or nearest to a point.
+//! * [`positions`] — [`PositionIndex`]: the latest position of every subject, in grid buckets
+//!   under an R-tree; who is inside a shape, a box, or nearest to a point.
 //! * [`tracker`] — [`Tracker`]: both indexes plus memberships; a fix returns the areas entered
 //!   and left, with hysteresis at borders.
 //!

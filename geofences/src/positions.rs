@@ -1,15 +1,27 @@
 //! The position index: where every tracked subject is, and who is inside a shape.
+//!
+//! # Layout
+//!
+//! A million phones report every few seconds, so a move must be cheap. Positions are kept in
+//! *buckets*, one per grid cell of [`CELL_DEG`] degrees (about 5.5 km), and the R-tree indexes
+//! the buckets, not the points. A move inside its cell rewrites the point in place; a move to
+//! another cell is a swap-remove and a push, and touches the R-tree only when a cell empties
+//! for the first time. Queries take the R-tree's buckets that meet the query's boxes, scan their points
+//! (stored contiguously, so the scan is fast), and test each point exactly.
 
 use std::fmt;
 use std::ops::ControlFlow;
 
-use rstar::{AABB, PointDistance, RTree, RTreeObject};
+use rstar::{AABB, RTree, RTreeObject};
 
 use crate::areas::AreaIndex;
 use crate::geodesy::{self, DegBox};
 use crate::hash::IdMap;
 use crate::shape::{Shape, in_box};
 use crate::{AreaId, SubjectId};
+
+/// Side of a bucket's cell, in degrees.
+pub const CELL_DEG: f64 = 0.05;
 
 /// A position that is not a longitude in [-180, 180] and a latitude in [-90, 90].
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
@@ -33,40 +45,78 @@ pub(crate) fn check_position(lon: f64, lat: f64) -> Result<(f64, f64), InvalidPo
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Tracked {
-    id: SubjectId,
-    /// `[lon, lat]`, lon in [-180, 180).
-    at: [f64; 2],
+/// The cell of a (valid, folded) position, packed into one integer.
+#[inline]
+fn cell_key(lon: f64, lat: f64) -> i64 {
+    let kx = (lon / CELL_DEG).floor() as i64;
+    let ky = (lat / CELL_DEG).floor() as i64;
+    kx * 8192 + ky
 }
 
-impl RTreeObject for Tracked {
+/// The subjects of one cell, points and ids side by side.
+#[derive(Clone, Debug, Default)]
+struct Bucket {
+    key: i64,
+    ids: Vec<SubjectId>,
+    pts: Vec<[f64; 2]>,
+}
+
+/// What the R-tree stores: a non-empty bucket and its cell's box.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct BucketEntry {
+    bucket: u32,
+    env: DegBox,
+}
+
+impl RTreeObject for BucketEntry {
     type Envelope = AABB<[f64; 2]>;
     fn envelope(&self) -> Self::Envelope {
-        AABB::from_point(self.at)
+        AABB::from_corners([self.env[0], self.env[1]], [self.env[2], self.env[3]])
     }
 }
 
-impl PointDistance for Tracked {
-    fn distance_2(&self, p: &[f64; 2]) -> f64 {
-        let (dx, dy) = (self.at[0] - p[0], self.at[1] - p[1]);
-        dx * dx + dy * dy
+impl BucketEntry {
+    fn new(bucket: u32, key: i64) -> Self {
+        let (kx, ky) = (key.div_euclid(8192), key.rem_euclid(8192));
+        let ky = if ky >= 4096 { ky - 8192 } else { ky };
+        let kx = if key.rem_euclid(8192) >= 4096 {
+            kx + 1
+        } else {
+            kx
+        };
+        // A hair of padding: `floor(lon / CELL_DEG)` may round a point just outside the
+        // cell's computed edges. Points are tested exactly, so padding costs nothing.
+        const PAD: f64 = 1e-9;
+        Self {
+            bucket,
+            env: [
+                kx as f64 * CELL_DEG - PAD,
+                ky as f64 * CELL_DEG - PAD,
+                (kx + 1) as f64 * CELL_DEG + PAD,
+                (ky + 1) as f64 * CELL_DEG + PAD,
+            ],
+        }
     }
 }
 
-/// Latest position of every tracked subject, in an R-tree.
+/// Latest position of every tracked subject: an R-tree of grid buckets of points.
 #[derive(Default)]
 pub struct PositionIndex {
-    /// Points in degrees; one entry per subject.
-    tree: RTree<Tracked>,
-    /// Where each subject's entry is, to find it again for a move.
-    by_id: IdMap<SubjectId, [f64; 2]>,
+    /// Boxes of the non-empty buckets.
+    tree: RTree<BucketEntry>,
+    /// Bucket arena, one per cell ever occupied.
+    buckets: Vec<Bucket>,
+    /// Cell key → bucket.
+    by_key: IdMap<i64, u32>,
+    /// Subject → (bucket, slot in the bucket).
+    by_id: IdMap<SubjectId, (u32, u32)>,
 }
 
 impl fmt::Debug for PositionIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PositionIndex")
             .field("subjects", &self.by_id.len())
+            .field("buckets", &self.by_key.len())
             .finish()
     }
 }
@@ -77,21 +127,70 @@ impl PositionIndex {
         Self::default()
     }
 
-    /// Builds an index in one go with a bulk-loaded R-tree (seconds faster for a million
-    /// subjects, and better-shaped for queries). Invalid positions are skipped; a later
-    /// position for the same subject wins.
+    /// Builds an index in one go, with a bulk-loaded R-tree. Invalid positions are skipped;
+    /// a later position for the same subject wins.
     pub fn bulk_load(positions: impl IntoIterator<Item = (SubjectId, f64, f64)>) -> Self {
-        let mut by_id: IdMap<SubjectId, [f64; 2]> = IdMap::default();
+        let mut latest: IdMap<SubjectId, [f64; 2]> = IdMap::default();
         for (id, lon, lat) in positions {
             if let Ok((lon, lat)) = check_position(lon, lat) {
-                by_id.insert(id, [lon, lat]);
+                latest.insert(id, [lon, lat]);
             }
         }
-        let tree = RTree::bulk_load(by_id.iter().map(|(&id, &at)| Tracked { id, at }).collect());
-        Self { tree, by_id }
+        let mut idx = Self::default();
+        for (id, at) in latest {
+            idx.push(id, at, false);
+        }
+        let entries = idx
+            .by_key
+            .iter()
+            .map(|(&key, &b)| BucketEntry::new(b, key))
+            .collect();
+        idx.tree = RTree::bulk_load(entries);
+        idx
     }
 
-    /// Sets a subject's position, moving its entry if it had one.
+    /// Adds a subject to its cell's bucket, creating the bucket (and, if `index`, its
+    /// R-tree entry) on the cell's first visit.
+    fn push(&mut self, subject: SubjectId, at: [f64; 2], index: bool) {
+        let key = cell_key(at[0], at[1]);
+        let b = match self.by_key.get(&key) {
+            Some(&b) => b,
+            None => {
+                self.buckets.push(Bucket::default());
+                let b = (self.buckets.len() - 1) as u32;
+                self.buckets[b as usize].key = key;
+                self.by_key.insert(key, b);
+                if index {
+                    self.tree.insert(BucketEntry::new(b, key));
+                }
+                b
+            }
+        };
+        let bucket = &mut self.buckets[b as usize];
+        bucket.ids.push(subject);
+        bucket.pts.push(at);
+        self.by_id
+            .insert(subject, (b, (bucket.ids.len() - 1) as u32));
+    }
+
+    /// Takes slot `slot` out of bucket `b` (the caller forgets the subject).
+    fn take(&mut self, b: u32, slot: u32) {
+        let bucket = &mut self.buckets[b as usize];
+        let slot = slot as usize;
+        bucket.ids.swap_remove(slot);
+        bucket.pts.swap_remove(slot);
+        if let Some(&moved) = bucket.ids.get(slot)
+            && let Some(place) = self.by_id.get_mut(&moved)
+        {
+            place.1 = slot as u32;
+        }
+        // An emptied bucket stays (in the map and the tree) for the next subject to enter
+        // its cell: moves between sparse cells then never touch the R-tree. Buckets are
+        // bounded by the cells ever visited; queries skip empty ones at no cost.
+    }
+
+    /// Sets a subject's position: in place if it stays in its cell, else moved to the new
+    /// cell's bucket.
     pub fn upsert(
         &mut self,
         subject: SubjectId,
@@ -100,29 +199,31 @@ impl PositionIndex {
     ) -> Result<(), InvalidPosition> {
         let (lon, lat) = check_position(lon, lat)?;
         let at = [lon, lat];
-        if let Some(old) = self.by_id.insert(subject, at) {
-            if old == at {
+        if let Some(&(b, slot)) = self.by_id.get(&subject) {
+            let bucket = &mut self.buckets[b as usize];
+            if bucket.key == cell_key(lon, lat) {
+                bucket.pts[slot as usize] = at;
                 return Ok(());
             }
-            self.tree.remove(&Tracked {
-                id: subject,
-                at: old,
-            });
+            self.take(b, slot);
         }
-        self.tree.insert(Tracked { id: subject, at });
+        self.push(subject, at, true);
         Ok(())
     }
 
     /// Stops tracking a subject; returns its last position.
     pub fn remove(&mut self, subject: SubjectId) -> Option<(f64, f64)> {
-        let at = self.by_id.remove(&subject)?;
-        self.tree.remove(&Tracked { id: subject, at });
+        let (b, slot) = self.by_id.remove(&subject)?;
+        let at = self.buckets[b as usize].pts[slot as usize];
+        self.take(b, slot);
         Some((at[0], at[1]))
     }
 
     /// A subject's position `(lon, lat)`, lon in [-180, 180).
     pub fn get(&self, subject: SubjectId) -> Option<(f64, f64)> {
-        self.by_id.get(&subject).map(|a| (a[0], a[1]))
+        let &(b, slot) = self.by_id.get(&subject)?;
+        let at = self.buckets[b as usize].pts[slot as usize];
+        Some((at[0], at[1]))
     }
 
     /// Number of subjects.
@@ -139,9 +240,9 @@ impl PositionIndex {
     pub fn within_shape(&self, shape: &Shape) -> Vec<SubjectId> {
         let mut out = Vec::new();
         for piece in shape.pieces() {
-            self.visit(&piece.env, |t| {
-                if shape.piece_contains(piece.part, piece.offset, t.at[0], t.at[1]) {
-                    out.push(t.id);
+            self.visit(&piece.env, |id, at| {
+                if shape.piece_contains(piece.part, piece.offset, at[0], at[1]) {
+                    out.push(id);
                 }
             });
         }
@@ -183,12 +284,13 @@ impl PositionIndex {
         };
         let mut out = Vec::new();
         for b in &boxes {
-            self.visit(b, |t| out.push(t.id));
+            self.visit(b, |id, _| out.push(id));
         }
         // Stored longitudes are in [-180, 180), so the two halves never share a subject;
         // a +180 edge is the -180 edge.
         if boxes.len() == 1 && max_lon >= 180.0 {
-            self.visit(&[-180.0, min_lat, -180.0, max_lat], |t| out.push(t.id));
+            let edge = [-180.0, min_lat, -180.0, max_lat];
+            self.visit(&edge, |id, _| out.push(id));
         }
         out.sort_unstable();
         out.dedup();
@@ -204,22 +306,34 @@ impl PositionIndex {
         if n == 0 || self.is_empty() {
             return Vec::new();
         }
-        // The n nearest in degrees are n subjects within their farthest distance in metres,
-        // so that distance bounds the true n-th nearest; one box query then settles it.
-        let bound = self
-            .tree
-            .nearest_neighbor_iter(&[lon, lat])
-            .take(n)
-            .map(|t| geodesy::haversine_m(lon, lat, t.at[0], t.at[1]))
-            .fold(0.0_f64, f64::max);
+        // Grow a radius until it holds n subjects (or covers the globe); within it, the
+        // great-circle distances settle the order. The first guess comes from how crowded the
+        // point's own cell is (a disc holding n of its k subjects, were they spread evenly).
+        let cell_m = CELL_DEG * geodesy::M_PER_DEG;
+        let crowd = self
+            .by_key
+            .get(&cell_key(lon, lat))
+            .map_or(0, |&b| self.buckets[b as usize].ids.len());
+        let mut radius = if crowd > 0 {
+            (cell_m * (n as f64 / (std::f64::consts::PI * crowd as f64)).sqrt()).clamp(50.0, cell_m)
+        } else {
+            cell_m
+        };
         let mut found: Vec<(SubjectId, f64)> = Vec::new();
-        for b in geodesy::boxes_around(lon, lat, bound) {
-            self.visit(&b, |t| {
-                let d = geodesy::haversine_m(lon, lat, t.at[0], t.at[1]);
-                if d <= bound {
-                    found.push((t.id, d));
-                }
-            });
+        loop {
+            found.clear();
+            for b in geodesy::boxes_around(lon, lat, radius).as_slice() {
+                self.visit(b, |id, at| {
+                    let d = geodesy::haversine_m(lon, lat, at[0], at[1]);
+                    if d <= radius {
+                        found.push((id, d));
+                    }
+                });
+            }
+            if found.len() >= n || radius > 2.1e7 {
+                break;
+            }
+            radius *= 3.0;
         }
         found.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         found.dedup_by_key(|x| x.0);
@@ -227,11 +341,18 @@ impl PositionIndex {
         found
     }
 
-    fn visit(&self, b: &DegBox, mut f: impl FnMut(&Tracked)) {
+    /// Every subject whose point lies in `b` (edges included), with its point.
+    fn visit(&self, b: &DegBox, mut f: impl FnMut(SubjectId, [f64; 2])) {
         let env = AABB::from_corners([b[0], b[1]], [b[2], b[3]]);
-        let _ = self.tree.locate_in_envelope_intersecting_int(&env, |t| {
-            debug_assert!(in_box(b, t.at[0], t.at[1]));
-            f(t);
+        let _ = self.tree.locate_in_envelope_intersecting_int(&env, |e| {
+            let bucket = &self.buckets[e.bucket as usize];
+            let whole =
+                e.env[0] >= b[0] && e.env[2] <= b[2] && e.env[1] >= b[1] && e.env[3] <= b[3];
+            for (i, p) in bucket.pts.iter().enumerate() {
+                if whole || in_box(b, p[0], p[1]) {
+                    f(bucket.ids[i], *p);
+                }
+            }
             ControlFlow::<()>::Continue(())
         });
     }
@@ -256,6 +377,38 @@ mod tests {
         assert!(idx.upsert(3, 181.0, 0.0).is_err());
         assert_eq!(idx.remove(2), Some((36.9, -1.2)));
         assert!(idx.within_box(36.0, -2.0, 37.0, -1.0).is_empty());
+    }
+
+    #[test]
+    fn every_cell_box_holds_its_points() {
+        for (x, y) in [
+            (0.0, 0.0),
+            (-0.01, -0.01),
+            (-179.99, -89.99),
+            (179.99, 90.0),
+            (36.82, -1.29),
+            (-0.05, 0.05),
+        ] {
+            let e = BucketEntry::new(0, cell_key(x, y));
+            assert!(in_box(&e.env, x, y), "({x}, {y}) not in {:?}", e.env);
+            assert!(e.env[2] - e.env[0] < CELL_DEG * 1.01);
+        }
+    }
+
+    #[test]
+    fn buckets_empty_and_refill() {
+        let mut idx = PositionIndex::new();
+        idx.upsert(1, 10.001, 10.001).expect("valid");
+        idx.upsert(2, 10.002, 10.002).expect("valid");
+        idx.upsert(1, 20.0, 20.0).expect("valid"); // to another cell
+        idx.upsert(2, 10.003, 10.004).expect("valid"); // in place
+        assert_eq!(idx.within_box(10.0, 10.0, 10.01, 10.01), vec![2]);
+        assert_eq!(idx.remove(2), Some((10.003, 10.004)));
+        assert!(idx.within_box(9.0, 9.0, 11.0, 11.0).is_empty());
+        idx.upsert(3, 10.001, 10.001).expect("valid");
+        assert_eq!(idx.within_box(9.0, 9.0, 11.0, 11.0), vec![3]);
+        assert_eq!(idx.get(1), Some((20.0, 20.0)));
+        assert_eq!(idx.len(), 2);
     }
 
     #[test]

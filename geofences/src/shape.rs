@@ -1,8 +1,10 @@
 //! Shapes: validated polygons, multipolygons and geodesic circles, prepared for fast tests.
 //!
 //! A polygon is validated once and then *prepared*: its rings are unwrapped across the
-//! antimeridian (see [`unwrap_ring`]) and its edges are sorted into horizontal bands, so that a
-//! point-in-polygon test looks at the few edges of one band instead of every vertex.
+//! antimeridian (see the crate README), a coarse grid marks the cells that no edge touches as
+//! wholly inside or outside, and the edges are sorted into horizontal bands, so a
+//! point-in-polygon test is one grid lookup, or else looks at the few edges of one band instead
+//! of every vertex.
 //!
 //! Edges are straight lines in longitude/latitude (as in PostGIS `geometry` and RFC 7946), and a
 //! point on a border counts as inside: for a life-safety alert, the person on the line is told.
@@ -121,12 +123,7 @@ impl Shape {
                 let radius_m = radius_m.ok_or(AreaError::MissingRadius)?;
                 let c = coordinates.as_slice();
                 if c.len() < 2 {
-                    return Err(AreaError::CentreOutOfRange {
-                        axis: "position",
-                        value: c.len() as f64,
-                        min: 2.0,
-                        max: 3.0,
-                    });
+                    return Err(AreaError::BadCentre { len: c.len() });
                 }
                 Self::circle(c[0], c[1], radius_m)
             }
@@ -212,7 +209,9 @@ impl Shape {
     pub(crate) fn pieces(&self) -> Vec<Piece> {
         match &*self.prepared {
             Prepared::Circle { lon, lat, radius_m } => geodesy::boxes_around(*lon, *lat, *radius_m)
-                .into_iter()
+                .as_slice()
+                .iter()
+                .copied()
                 .map(|env| Piece {
                     env,
                     part: 0,
@@ -286,7 +285,8 @@ impl Shape {
         }
     }
 
-    /// Whether the shape is a circle (its pieces are tested without offsets).
+    /// Whether a point can be found through more than one piece (several polygons, or a
+    /// polygon stored twice across the antimeridian), so query results need deduplicating.
     pub(crate) fn is_multi_piece(&self) -> bool {
         match &*self.prepared {
             Prepared::Circle { .. } => false,
@@ -491,7 +491,11 @@ fn distinct_corners(coords: &[[f64; 2]]) -> usize {
 /// Rule: each step between consecutive positions is taken the short way round (|Δlon| ≤ 180°).
 /// If the steps add up to a full turn, the ring circles a pole (Antarctica's coast does): it
 /// is closed through the pole on the side of its mean latitude.
-fn unwrap_ring(polygon: usize, ring: usize, coords: &[[f64; 2]]) -> Result<Vec<[f64; 2]>, AreaError> {
+fn unwrap_ring(
+    polygon: usize,
+    ring: usize,
+    coords: &[[f64; 2]],
+) -> Result<Vec<[f64; 2]>, AreaError> {
     // Whole turns are counted as integers, so equal inputs unwrap to equal outputs and a
     // closed ring stays exactly closed.
     let mut out: Vec<[f64; 2]> = Vec::with_capacity(coords.len() + 2);
@@ -721,6 +725,60 @@ struct PreparedPolygon {
     /// `band_edges[band_start[b]..band_start[b + 1]]` are the edges of band `b`.
     band_start: Vec<u32>,
     band_edges: Vec<u32>,
+    /// A coarse grid over the bounding box: a cell that no edge's box touches is wholly
+    /// inside or outside, so most points far from the border are answered without edges.
+    grid: Grid,
+}
+
+/// Cell states of [`Grid`].
+const CELL_OUT: u8 = 0;
+const CELL_IN: u8 = 1;
+const CELL_MIXED: u8 = 2;
+
+/// Uniform grid over a polygon's bounding box.
+///
+/// Why it is exact: a point's cell is `floor((x - x0) * inv_w)` (and likewise in y), which is
+/// monotonic in x, and an edge marks every cell from the cell of its box's minimum to the cell
+/// of its maximum with that same function. So the set of points that map to an unmarked cell
+/// contains no border point; it is a rectangle, hence all inside or all outside, and one of
+/// its points (checked to map to it) decides which.
+#[derive(Debug)]
+struct Grid {
+    x0: f64,
+    y0: f64,
+    inv_w: f64,
+    inv_h: f64,
+    nx: usize,
+    ny: usize,
+    cells: Vec<u8>,
+}
+
+impl Grid {
+    #[inline]
+    fn axis(v: f64, v0: f64, inv: f64, n: usize) -> usize {
+        let c = ((v - v0) * inv).floor();
+        if c <= 0.0 { 0 } else { (c as usize).min(n - 1) }
+    }
+
+    /// Whether a cell that the box `[x0, x1] × [y0, y1]` maps to holds an edge.
+    fn any_mixed(&self, x0: f64, y0: f64, x1: f64, y1: f64) -> bool {
+        let (cx0, cx1) = (
+            Self::axis(x0, self.x0, self.inv_w, self.nx),
+            Self::axis(x1, self.x0, self.inv_w, self.nx),
+        );
+        let (cy0, cy1) = (
+            Self::axis(y0, self.y0, self.inv_h, self.ny),
+            Self::axis(y1, self.y0, self.inv_h, self.ny),
+        );
+        (cy0..=cy1)
+            .any(|cy| self.cells[cy * self.nx + cx0..=cy * self.nx + cx1].contains(&CELL_MIXED))
+    }
+
+    #[inline]
+    fn cell(&self, x: f64, y: f64) -> usize {
+        Self::axis(y, self.y0, self.inv_h, self.ny) * self.nx
+            + Self::axis(x, self.x0, self.inv_w, self.nx)
+    }
 }
 
 impl PreparedPolygon {
@@ -763,6 +821,15 @@ impl PreparedPolygon {
             bands,
             band_start: Vec::new(),
             band_edges: Vec::new(),
+            grid: Grid {
+                x0: 0.0,
+                y0: 0.0,
+                inv_w: 0.0,
+                inv_h: 0.0,
+                nx: 1,
+                ny: 1,
+                cells: vec![CELL_MIXED],
+            },
         };
         let mut counts = vec![0u32; bands + 1];
         for e in &p.edges {
@@ -789,7 +856,53 @@ impl PreparedPolygon {
         }
         p.band_start = start;
         p.band_edges = band_edges;
+        p.grid = p.build_grid();
         p
+    }
+
+    fn build_grid(&self) -> Grid {
+        let [x0, y0, x1, y1] = self.bbox;
+        let (w, h) = ((x1 - x0).max(1e-12), (y1 - y0).max(1e-12));
+        // About sixteen cells per edge, shaped like the box; at most 2^16 cells.
+        let cells = (self.edges.len() * 16).clamp(64, 1 << 16) as f64;
+        let nx = ((cells * w / h).sqrt().round() as usize).clamp(1, 1 << 12);
+        let ny = ((cells / nx as f64).round() as usize).clamp(1, 1 << 12);
+        let mut g = Grid {
+            x0,
+            y0,
+            inv_w: nx as f64 / w,
+            inv_h: ny as f64 / h,
+            nx,
+            ny,
+            cells: vec![CELL_OUT; nx * ny],
+        };
+        for e in &self.edges {
+            let cx0 = Grid::axis(e[0].min(e[2]), g.x0, g.inv_w, nx);
+            let cx1 = Grid::axis(e[0].max(e[2]), g.x0, g.inv_w, nx);
+            let cy0 = Grid::axis(e[1].min(e[3]), g.y0, g.inv_h, ny);
+            let cy1 = Grid::axis(e[1].max(e[3]), g.y0, g.inv_h, ny);
+            for cy in cy0..=cy1 {
+                g.cells[cy * nx + cx0..=cy * nx + cx1].fill(CELL_MIXED);
+            }
+        }
+        for cy in 0..ny {
+            for cx in 0..nx {
+                let i = cy * nx + cx;
+                if g.cells[i] == CELL_MIXED {
+                    continue;
+                }
+                let x = x0 + (cx as f64 + 0.5) / g.inv_w;
+                let y = y0 + (cy as f64 + 0.5) / g.inv_h;
+                g.cells[i] = if g.cell(x, y) != i {
+                    CELL_MIXED // too small to find a representative; test edges instead
+                } else if self.contains_by_bands(x, y) {
+                    CELL_IN
+                } else {
+                    CELL_OUT
+                };
+            }
+        }
+        g
     }
 
     /// The band of latitude `y`, clamped to the polygon. Monotonic in `y`, which is all the
@@ -814,8 +927,21 @@ impl PreparedPolygon {
         &self.band_edges[s..e]
     }
 
-    /// Even-odd crossing test with a ray towards +x; exact (robust orientation), border inside.
+    /// Whether the point is inside or on the border: the grid when it knows, else the bands.
+    #[inline]
     fn contains(&self, x: f64, y: f64) -> bool {
+        if !in_box(&self.bbox, x, y) {
+            return false;
+        }
+        match self.grid.cells[self.grid.cell(x, y)] {
+            CELL_OUT => false,
+            CELL_IN => true,
+            _ => self.contains_by_bands(x, y),
+        }
+    }
+
+    /// Even-odd crossing test with a ray towards +x; exact (robust orientation), border inside.
+    fn contains_by_bands(&self, x: f64, y: f64) -> bool {
         if !in_box(&self.bbox, x, y) {
             return false;
         }
@@ -863,6 +989,9 @@ impl PreparedPolygon {
         let b = &self.bbox;
         if x + dlon < b[0] || x - dlon > b[2] || y + dlat < b[1] || y - dlat > b[3] {
             return false;
+        }
+        if !self.grid.any_mixed(x - dlon, y - dlat, x + dlon, y + dlat) {
+            return false; // no edge's box reaches any cell the margin box maps to
         }
         let m2 = margin_m * margin_m;
         let (lo, hi) = self.band_range(y - dlat, y + dlat);

@@ -102,6 +102,9 @@ pub struct Tracker {
     subjects: IdMap<SubjectId, SubjectState>,
     /// Members of every area (the inverse of `SubjectState::areas`), for alerts and area edits.
     members: IdMap<AreaId, IdSet<SubjectId>>,
+    /// Reused by every update (see [`Tracker::update`]).
+    scratch_statuses: Vec<(AreaId, Status)>,
+    scratch_now: Vec<AreaId>,
 }
 
 impl fmt::Debug for Tracker {
@@ -132,6 +135,7 @@ impl Tracker {
     /// subjects already tracked; invalid fixes are skipped and counted in the result.
     pub fn load(&mut self, fixes: impl IntoIterator<Item = (SubjectId, Fix)>) -> usize {
         let mut skipped = 0;
+        let mut statuses = Vec::new();
         self.subjects.clear();
         self.members.clear();
         for (subject, fix) in fixes {
@@ -140,14 +144,25 @@ impl Tracker {
                 continue;
             };
             let fix = Fix { lon, lat, ..fix };
-            let areas = self.memberships(lon, lat, fix.accuracy_m, fix.at_ms, None);
+            let mut areas = Vec::new();
+            self.memberships(
+                lon,
+                lat,
+                fix.accuracy_m,
+                fix.at_ms,
+                None,
+                &mut statuses,
+                &mut areas,
+            );
             for &a in &areas {
                 self.members.entry(a).or_default().insert(subject);
             }
             self.subjects.insert(subject, SubjectState { fix, areas });
         }
         self.positions = PositionIndex::bulk_load(
-            self.subjects.iter().map(|(&s, st)| (s, st.fix.lon, st.fix.lat)),
+            self.subjects
+                .iter()
+                .map(|(&s, st)| (s, st.fix.lon, st.fix.lat)),
         );
         skipped
     }
@@ -174,7 +189,18 @@ impl Tracker {
             return Ok(Transitions::default());
         }
         let old: Option<&[AreaId]> = previous.map(|s| s.areas.as_slice());
-        let now = self.memberships(lon, lat, fix.accuracy_m, fix.at_ms, old);
+        // Scratch vectors live in the tracker so a fix that changes nothing allocates nothing.
+        let mut statuses = std::mem::take(&mut self.scratch_statuses);
+        let mut now = std::mem::take(&mut self.scratch_now);
+        self.memberships(
+            lon,
+            lat,
+            fix.accuracy_m,
+            fix.at_ms,
+            old,
+            &mut statuses,
+            &mut now,
+        );
         let transitions = diff(old.unwrap_or(&[]), &now);
         for &a in &transitions.entered {
             self.members.entry(a).or_default().insert(subject);
@@ -186,8 +212,25 @@ impl Tracker {
         }
         // The position was checked above, so this cannot fail.
         self.positions.upsert(subject, lon, lat)?;
-        self.subjects
-            .insert(subject, SubjectState { fix, areas: now });
+        match self.subjects.get_mut(&subject) {
+            Some(state) => {
+                state.fix = fix;
+                if !transitions.is_empty() {
+                    state.areas.clone_from(&now);
+                }
+            }
+            None => {
+                self.subjects.insert(
+                    subject,
+                    SubjectState {
+                        fix,
+                        areas: now.clone(),
+                    },
+                );
+            }
+        }
+        self.scratch_statuses = statuses;
+        self.scratch_now = now;
         Ok(transitions)
     }
 
@@ -339,8 +382,9 @@ impl Tracker {
         out
     }
 
-    /// Areas the fix makes the subject a member of, ascending, given its memberships before
-    /// (`None` for a first fix).
+    /// Areas the fix makes the subject a member of, ascending, into `now`, given its
+    /// memberships before (`None` for a first fix). `statuses` is scratch space.
+    #[allow(clippy::too_many_arguments)]
     fn memberships(
         &self,
         lon: f64,
@@ -348,10 +392,13 @@ impl Tracker {
         accuracy_m: Option<f64>,
         at_ms: i64,
         old: Option<&[AreaId]>,
-    ) -> Vec<AreaId> {
-        let mut statuses = self.statuses(lon, lat, margin_of(accuracy_m), at_ms);
+        statuses: &mut Vec<(AreaId, Status)>,
+        now: &mut Vec<AreaId>,
+    ) {
+        statuses.clear();
+        now.clear();
+        self.statuses(lon, lat, margin_of(accuracy_m), at_ms, statuses);
         statuses.sort_unstable_by_key(|s| s.0);
-        let mut now = Vec::with_capacity(statuses.len());
         let mut i = 0;
         while i < statuses.len() {
             let id = statuses[i].0;
@@ -372,19 +419,24 @@ impl Tracker {
                 now.push(id);
             }
         }
-        now
     }
 
     /// `(area, status)` for every piece of every valid area that the fix's accuracy circle
-    /// can reach; pieces it cannot reach are clearly outside.
-    fn statuses(&self, lon: f64, lat: f64, margin: f64, at_ms: i64) -> Vec<(AreaId, Status)> {
-        let mut out = Vec::new();
+    /// can reach (pieces it cannot reach are clearly outside), appended to `out`.
+    fn statuses(
+        &self,
+        lon: f64,
+        lat: f64,
+        margin: f64,
+        at_ms: i64,
+        out: &mut Vec<(AreaId, Status)>,
+    ) {
         let boxes = if margin > 0.0 {
             geodesy::boxes_around(lon, lat, margin)
         } else {
-            vec![[lon, lat, lon, lat]]
+            geodesy::Boxes::one([lon, lat, lon, lat])
         };
-        for b in &boxes {
+        for b in boxes.as_slice() {
             self.areas.for_each_entry_in(b, |e| {
                 if !e.valid_at(at_ms) {
                     return;
@@ -396,7 +448,6 @@ impl Tracker {
                 }
             });
         }
-        out
     }
 }
 
@@ -462,6 +513,13 @@ fn diff(old: &[AreaId], now: &[AreaId]) -> Transitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tracker_can_be_shared_between_threads() {
+        // The server keeps it in an `Arc<RwLock<Tracker>>`.
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Tracker>();
+    }
 
     #[test]
     fn diff_of_sorted_lists() {

@@ -4,7 +4,9 @@
 
 use geo::{Destination, Distance, Geodesic, Intersects, LineString, MultiPolygon, Point, Polygon};
 use proptest::prelude::*;
-use vigil_geofences::{Area, AreaIndex, AreaKind, PositionIndex, SecurityLevel, Shape, ShapeGeometry};
+use vigil_geofences::{
+    Area, AreaIndex, AreaKind, PositionIndex, SecurityLevel, Shape, ShapeGeometry,
+};
 
 /// A star-shaped ring around `(cx, cy)`: simple by construction (angles strictly increase).
 fn star(cx: f64, cy: f64, radii: &[f64], scale: f64) -> LineString<f64> {
@@ -88,9 +90,11 @@ fn probe_points(p: &Polygon<f64>, extra: &[(f64, f64)]) -> Vec<(f64, f64)> {
 fn oracle(area: &Area, lon: f64, lat: f64) -> bool {
     match area.shape.geometry() {
         ShapeGeometry::Polygons(mp) => mp.intersects(&Point::new(lon, lat)),
-        ShapeGeometry::Circle { lon: cx, lat: cy, radius_m } => {
-            Geodesic.distance(Point::new(*cx, *cy), Point::new(lon, lat)) <= *radius_m
-        }
+        ShapeGeometry::Circle {
+            lon: cx,
+            lat: cy,
+            radius_m,
+        } => Geodesic.distance(Point::new(*cx, *cy), Point::new(lon, lat)) <= *radius_m,
     }
 }
 
@@ -198,14 +202,17 @@ proptest! {
     fn position_queries_match_brute_force(
         rp in random_polygon(-20.0..20.0),
         subjects in prop::collection::vec((-26.0..26.0f64, -66.0..66.0f64), 1..400),
-        moves in prop::collection::vec((0usize..400, -26.0..26.0f64, -66.0..66.0f64), 0..100),
+        moves in prop::collection::vec((0usize..400, -26.0..26.0f64, -66.0..66.0f64, any::<bool>()), 0..200),
         circle in (-20.0..20.0f64, -60.0..60.0f64, 1_000.0..2_000_000.0f64),
         n in 1usize..20,
     ) {
         let mut pos: Vec<(f64, f64)> = subjects.clone();
         let mut index = PositionIndex::bulk_load(pos.iter().enumerate().map(|(i, (x, y))| (i as i64, *x, *y)));
-        for (i, x, y) in moves {
+        for (i, x, y, small) in moves {
             let i = i % pos.len();
+            // Small steps (up to ~0.003°) mostly stay inside the entry's box and are made in
+            // place; the others re-file the entry.
+            let (x, y) = if small { (pos[i].0 + x * 1e-4, pos[i].1 + y * 4e-5) } else { (x, y) };
             pos[i] = (x, y);
             index.upsert(i as i64, x, y).expect("valid");
         }
@@ -219,6 +226,13 @@ proptest! {
             .filter(|(_, (x, y))| poly.intersects(&Point::new(*x, *y)))
             .map(|(i, _)| i as i64).collect();
         prop_assert_eq!(got, expected);
+
+        let (bx0, by0) = (rp.cx - rp.scale, rp.cy - rp.scale);
+        let (bx1, by1) = (rp.cx + rp.scale, rp.cy + rp.scale);
+        let expected: Vec<i64> = pos.iter().enumerate()
+            .filter(|(_, (x, y))| *x >= bx0 && *x <= bx1 && *y >= by0 && *y <= by1)
+            .map(|(i, _)| i as i64).collect();
+        prop_assert_eq!(index.within_box(bx0, by0, bx1, by1), expected);
 
         let (cx, cy, r) = circle;
         let disc = Shape::circle(cx, cy, r).expect("valid");
@@ -246,8 +260,11 @@ proptest! {
 fn multipolygon_parts_and_overlaps_are_deduplicated() {
     let a = star(0.0, 0.0, &[1.0; 8], 1.0);
     let b = star(0.5, 0.0, &[1.0; 8], 1.0);
-    let shape = Shape::from_multi_polygon(MultiPolygon(vec![Polygon::new(a, vec![]), Polygon::new(b, vec![])]))
-        .expect("overlapping parts are allowed");
+    let shape = Shape::from_multi_polygon(MultiPolygon(vec![
+        Polygon::new(a, vec![]),
+        Polygon::new(b, vec![]),
+    ]))
+    .expect("overlapping parts are allowed");
     let index = PositionIndex::bulk_load([(1, 0.25, 0.0), (2, 5.0, 5.0)]);
     assert_eq!(index.within_shape(&shape), vec![1]);
 }

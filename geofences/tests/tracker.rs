@@ -11,8 +11,10 @@ use vigil_geofences::{
 const M_PER_DEG_LAT: f64 = 110_574.0;
 
 fn square_area(id: i64, x0: f64, y0: f64, x1: f64, y1: f64) -> Area {
-    let shape = Shape::from_polygon(polygon![(x: x0, y: y0), (x: x1, y: y0), (x: x1, y: y1), (x: x0, y: y1)])
-        .expect("valid square");
+    let shape = Shape::from_polygon(
+        polygon![(x: x0, y: y0), (x: x1, y: y0), (x: x1, y: y1), (x: x0, y: y1)],
+    )
+    .expect("valid square");
     Area {
         id,
         name: format!("area {id}"),
@@ -26,47 +28,83 @@ fn square_area(id: i64, x0: f64, y0: f64, x1: f64, y1: f64) -> Area {
 }
 
 fn fix(lon: f64, lat: f64, accuracy_m: Option<f64>, at_ms: i64) -> Fix {
-    Fix { lon, lat, accuracy_m, at_ms }
+    Fix {
+        lon,
+        lat,
+        accuracy_m,
+        at_ms,
+    }
 }
 
 fn entered(ids: &[i64]) -> Transitions {
-    Transitions { entered: ids.to_vec(), left: vec![] }
+    Transitions {
+        entered: ids.to_vec(),
+        left: vec![],
+    }
 }
 
 fn left(ids: &[i64]) -> Transitions {
-    Transitions { entered: vec![], left: ids.to_vec() }
+    Transitions {
+        entered: vec![],
+        left: ids.to_vec(),
+    }
 }
 
 /// A compound 0.1° wide whose southern border is the equator.
 fn compound() -> Tracker {
-    Tracker::with_areas(AreaIndex::from_areas([square_area(1, 36.0, 0.0, 36.1, 0.1)]))
+    Tracker::with_areas(AreaIndex::from_areas([square_area(
+        1, 36.0, 0.0, 36.1, 0.1,
+    )]))
 }
 
 #[test]
 fn an_adviser_draws_a_polygon_and_two_staff_inside_are_found() {
     let mut t = Tracker::new();
     for (staff, lon, lat) in [(10, 36.05, 0.05), (11, 36.02, 0.08), (12, 37.0, 0.05)] {
-        assert!(t.update(staff, fix(lon, lat, Some(10.0), 1_000)).expect("valid").is_empty());
+        assert!(
+            t.update(staff, fix(lon, lat, Some(10.0), 1_000))
+                .expect("valid")
+                .is_empty()
+        );
     }
-    let drawn = Shape::from_polygon(polygon![(x: 36.0, y: 0.0), (x: 36.1, y: 0.0), (x: 36.1, y: 0.1), (x: 36.0, y: 0.1)])
-        .expect("valid");
+    let drawn = Shape::from_polygon(
+        polygon![(x: 36.0, y: 0.0), (x: 36.1, y: 0.0), (x: 36.1, y: 0.1), (x: 36.0, y: 0.1)],
+    )
+    .expect("valid");
     let mut inside = t.positions().within_shape(&drawn);
     inside.sort_unstable();
     assert_eq!(inside, vec![10, 11]);
     // Saved as an area, it makes them enter it.
     let changes = t.upsert_area(square_area(5, 36.0, 0.0, 36.1, 0.1), 2_000);
-    assert_eq!(changes, vec![(10, Transition::Entered(5)), (11, Transition::Entered(5))]);
+    assert_eq!(
+        changes,
+        vec![(10, Transition::Entered(5)), (11, Transition::Entered(5))]
+    );
     assert_eq!(t.members_of(5), vec![10, 11]);
 }
 
 #[test]
 fn entering_and_leaving() {
     let mut t = compound();
-    assert!(t.update(7, fix(35.9, 0.05, None, 1)).expect("valid").is_empty());
-    assert_eq!(t.update(7, fix(36.05, 0.05, None, 2)).expect("valid"), entered(&[1]));
-    assert!(t.update(7, fix(36.06, 0.05, None, 3)).expect("valid").is_empty());
+    assert!(
+        t.update(7, fix(35.9, 0.05, None, 1))
+            .expect("valid")
+            .is_empty()
+    );
+    assert_eq!(
+        t.update(7, fix(36.05, 0.05, None, 2)).expect("valid"),
+        entered(&[1])
+    );
+    assert!(
+        t.update(7, fix(36.06, 0.05, None, 3))
+            .expect("valid")
+            .is_empty()
+    );
     assert_eq!(t.areas_of(7), Some(&[1][..]));
-    assert_eq!(t.update(7, fix(36.2, 0.05, None, 4)).expect("valid"), left(&[1]));
+    assert_eq!(
+        t.update(7, fix(36.2, 0.05, None, 4)).expect("valid"),
+        left(&[1])
+    );
     assert_eq!(t.forget(7), Vec::<i64>::new());
     assert_eq!(t.areas_of(7), None);
 }
@@ -76,35 +114,71 @@ fn a_fix_straddling_the_border_does_not_flap() {
     let mut t = compound();
     let deg = |m: f64| m / M_PER_DEG_LAT;
     // Clearly inside: 200 m north of the southern border, 20 m accuracy.
-    assert_eq!(t.update(7, fix(36.05, deg(200.0), Some(20.0), 1)).expect("valid"), entered(&[1]));
+    assert_eq!(
+        t.update(7, fix(36.05, deg(200.0), Some(20.0), 1))
+            .expect("valid"),
+        entered(&[1])
+    );
     // The point jitters across the border with a 50 m circle: still inside each time.
     for (k, metres) in [10.0, -10.0, 30.0, -40.0, 5.0].into_iter().enumerate() {
         let t_ms = 2 + k as i64;
-        assert!(t.update(7, fix(36.05, deg(metres), Some(50.0), t_ms)).expect("valid").is_empty(), "{metres} m");
+        assert!(
+            t.update(7, fix(36.05, deg(metres), Some(50.0), t_ms))
+                .expect("valid")
+                .is_empty(),
+            "{metres} m"
+        );
         assert_eq!(t.areas_of(7), Some(&[1][..]));
     }
     // The whole accuracy circle south of the border: left.
-    assert_eq!(t.update(7, fix(36.05, deg(-60.0), Some(50.0), 10)).expect("valid"), left(&[1]));
+    assert_eq!(
+        t.update(7, fix(36.05, deg(-60.0), Some(50.0), 10))
+            .expect("valid"),
+        left(&[1])
+    );
     // Jitter back across the border with a wide circle: still outside.
-    assert!(t.update(7, fix(36.05, deg(20.0), Some(50.0), 11)).expect("valid").is_empty());
+    assert!(
+        t.update(7, fix(36.05, deg(20.0), Some(50.0), 11))
+            .expect("valid")
+            .is_empty()
+    );
     assert_eq!(t.areas_of(7), Some(&[][..]));
     // Well inside again: entered.
-    assert_eq!(t.update(7, fix(36.05, deg(80.0), Some(50.0), 12)).expect("valid"), entered(&[1]));
+    assert_eq!(
+        t.update(7, fix(36.05, deg(80.0), Some(50.0), 12))
+            .expect("valid"),
+        entered(&[1])
+    );
 }
 
 #[test]
 fn a_first_fix_on_the_border_is_decided_by_its_centre() {
     let mut t = compound();
     let deg = |m: f64| m / M_PER_DEG_LAT;
-    assert_eq!(t.update(1, fix(36.05, deg(10.0), Some(100.0), 1)).expect("valid"), entered(&[1]));
-    assert!(t.update(2, fix(36.05, deg(-10.0), Some(100.0), 1)).expect("valid").is_empty());
+    assert_eq!(
+        t.update(1, fix(36.05, deg(10.0), Some(100.0), 1))
+            .expect("valid"),
+        entered(&[1])
+    );
+    assert!(
+        t.update(2, fix(36.05, deg(-10.0), Some(100.0), 1))
+            .expect("valid")
+            .is_empty()
+    );
 }
 
 #[test]
 fn an_older_fix_neither_moves_the_subject_nor_transitions() {
     let mut t = compound();
-    assert_eq!(t.update(3, fix(36.05, 0.05, None, 100)).expect("valid"), entered(&[1]));
-    assert!(t.update(3, fix(40.0, 5.0, None, 99)).expect("valid").is_empty());
+    assert_eq!(
+        t.update(3, fix(36.05, 0.05, None, 100)).expect("valid"),
+        entered(&[1])
+    );
+    assert!(
+        t.update(3, fix(40.0, 5.0, None, 99))
+            .expect("valid")
+            .is_empty()
+    );
     assert_eq!(t.positions().get(3), Some((36.05, 0.05)));
     assert_eq!(t.last_fix(3).map(|f| f.at_ms), Some(100));
     assert!(t.update(3, fix(f64::NAN, 5.0, None, 101)).is_err());
@@ -125,10 +199,19 @@ fn areas_that_change_move_their_members() {
     curfew.valid_from = Some(10);
     curfew.valid_until = Some(20);
     assert!(t.upsert_area(curfew, 5).is_empty(), "not yet in force");
-    assert_eq!(t.area_changed(9, 10), vec![(1, Transition::Entered(9)), (2, Transition::Entered(9))]);
+    assert_eq!(
+        t.area_changed(9, 10),
+        vec![(1, Transition::Entered(9)), (2, Transition::Entered(9))]
+    );
     assert_eq!(t.areas_of(1), Some(&[1, 9][..]));
-    assert_eq!(t.areas().effective_level(36.02, 0.05, 15), Some(SecurityLevel::Substantial));
-    assert_eq!(t.area_changed(9, 20), vec![(1, Transition::Left(9)), (2, Transition::Left(9))]);
+    assert_eq!(
+        t.areas().effective_level(36.02, 0.05, 15),
+        Some(SecurityLevel::Substantial)
+    );
+    assert_eq!(
+        t.area_changed(9, 20),
+        vec![(1, Transition::Left(9)), (2, Transition::Left(9))]
+    );
     let (removed, changes) = t.remove_area(1);
     assert!(removed.is_some());
     assert_eq!(changes, vec![(1, Transition::Left(1))]);
@@ -142,11 +225,23 @@ fn crossing_the_antimeridian_inside_one_area_is_no_transition() {
     let mut area = square_area(4, 0.0, 0.0, 1.0, 1.0);
     area.shape = Shape::from_polygon(ring).expect("valid across the antimeridian");
     let mut t = Tracker::with_areas(AreaIndex::from_areas([area]));
-    assert_eq!(t.update(1, fix(179.9, -16.8, Some(30.0), 1)).expect("valid"), entered(&[4]));
-    assert!(t.update(1, fix(-179.9, -16.8, Some(30.0), 2)).expect("valid").is_empty());
+    assert_eq!(
+        t.update(1, fix(179.9, -16.8, Some(30.0), 1))
+            .expect("valid"),
+        entered(&[4])
+    );
+    assert!(
+        t.update(1, fix(-179.9, -16.8, Some(30.0), 2))
+            .expect("valid")
+            .is_empty()
+    );
     assert_eq!(t.areas().containing(179.9, -16.8, 0), vec![4]);
     assert_eq!(t.areas().containing(-179.9, -16.8, 0), vec![4]);
-    assert_eq!(t.update(1, fix(-179.0, -16.8, Some(30.0), 3)).expect("valid"), left(&[4]));
+    assert_eq!(
+        t.update(1, fix(-179.0, -16.8, Some(30.0), 3))
+            .expect("valid"),
+        left(&[4])
+    );
 }
 
 proptest! {
@@ -174,4 +269,29 @@ proptest! {
             prop_assert_eq!(tr, Transitions { entered: exp_entered, left: exp_left });
         }
     }
+}
+
+#[test]
+fn loading_many_subjects_at_start_up() {
+    let mut t = compound();
+    let skipped = t.load([
+        (1, fix(36.05, 0.05, Some(10.0), 5)),
+        (2, fix(37.0, 0.05, None, 5)),
+        (3, fix(f64::NAN, 0.0, None, 5)),
+    ]);
+    assert_eq!(skipped, 1);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.members_of(1), vec![1]);
+    assert_eq!(t.positions().len(), 2);
+    // Later fixes continue from the loaded state.
+    assert_eq!(
+        t.update(1, fix(36.5, 0.05, None, 6)).expect("valid"),
+        left(&[1])
+    );
+    assert!(
+        t.update(2, fix(36.6, 0.05, None, 4))
+            .expect("valid")
+            .is_empty(),
+        "older than loaded"
+    );
 }

@@ -8,11 +8,15 @@ use vigil_geofences::{Area, AreaId};
 
 /// A fixture file under `geofences/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Every feature of a fixture as an area with its ISO 3166-1 numeric id, or the error.
-pub fn load_countries(name: &str) -> Vec<(AreaId, String, Result<Area, vigil_geofences::AreaError>)> {
+pub fn load_countries(
+    name: &str,
+) -> Vec<(AreaId, String, Result<Area, vigil_geofences::AreaError>)> {
     let text = std::fs::read_to_string(fixture(name)).expect("fixture readable");
     let GeoJson::FeatureCollection(FeatureCollection { features, .. }) =
         text.parse::<GeoJson>().expect("fixture is GeoJSON")
