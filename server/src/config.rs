@@ -40,6 +40,9 @@ pub struct Settings {
     pub position_retention_days: u64,
     /// Most fixes accepted in one upload.
     pub max_fixes_per_batch: usize,
+    /// How often areas whose validity window opened or closed are re-evaluated for the people
+    /// inside them.
+    pub area_validity_check_secs: u64,
     /// `text` for people, `json` for log shippers.
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `vigil_server=debug,info`.
@@ -73,6 +76,7 @@ impl Default for Settings {
             shutdown_grace_secs: 20,
             position_retention_days: 14,
             max_fixes_per_batch: 1000,
+            area_validity_check_secs: 30,
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -142,6 +146,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("position_retention_days", &self.position_retention_days)
             .field("max_fixes_per_batch", &self.max_fixes_per_batch)
+            .field("area_validity_check_secs", &self.area_validity_check_secs)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

@@ -100,6 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         shutdown: CancellationToken::new(),
     };
     positions::spawn_retention(&state);
+    positions::spawn_validity_watch(&state);
     Ok(state)
 }
 

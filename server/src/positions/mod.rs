@@ -354,7 +354,11 @@ pub async fn accept(
 }
 
 /// Tells a person they entered (with the area's advisory and level) or left an area.
-async fn notify_transition(state: &AppState, user_id: i64, t: &AreaTransition) -> AppResult<()> {
+pub async fn notify_transition(
+    state: &AppState,
+    user_id: i64,
+    t: &AreaTransition,
+) -> AppResult<()> {
     let (kind, payload) = if t.event == "entered" {
         let level_name = read_tracker(&state.tracker)
             .areas()
@@ -644,6 +648,54 @@ async fn access_log(
          WHERE l.subject_id = $1 ORDER BY l.id DESC LIMIT 500")
         .bind(actor.user_id).fetch_all(pool).await?);
     Ok(Json(rows))
+}
+
+/// Re-evaluates memberships when an area's validity window opens or closes, so people inside
+/// learn of it (entered / left) without waiting for their next fix.
+pub fn spawn_validity_watch(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let secs = state.settings.area_validity_check_secs.max(1);
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
+        let mut since = now_ms();
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = state.shutdown.cancelled() => return,
+            }
+            let now = now_ms();
+            let mut changes = Vec::new();
+            {
+                let mut t = crate::areas::write_tracker(&state.tracker);
+                let due: Vec<i64> = t
+                    .areas()
+                    .iter()
+                    .filter(|a| {
+                        [a.valid_from, a.valid_until]
+                            .into_iter()
+                            .flatten()
+                            .any(|edge| edge > since && edge <= now)
+                    })
+                    .map(|a| a.id)
+                    .collect();
+                for id in due {
+                    changes.extend(t.area_changed(id, now));
+                }
+            }
+            since = now;
+            for (subject, transition) in changes {
+                // Assets have negative ids in the tracker; only people are told.
+                if subject <= 0 {
+                    continue;
+                }
+                for t in describe(&state, &[(now, transition)]) {
+                    if let Err(e) = notify_transition(&state, subject, &t).await {
+                        tracing::error!(error = %e, "telling a person about an area's validity change");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Deletes fixes older than the retention period, now and then every hour.

@@ -5,7 +5,7 @@ use vigil_server::db::{Db, Timestamp, now_ms};
 use vigil_server::policy::Role;
 
 use crate::on_both_databases;
-use crate::support::Client;
+use crate::support::{Client, TestServer};
 
 fn ago(ms_ago: i64) -> String {
     Timestamp(now_ms() - ms_ago).to_rfc3339()
@@ -242,4 +242,38 @@ on_both_databases! {
         assert!(vigil_server::areas::read_tracker(&srv.state.tracker).last_fix(staff.user_id).is_none(),
             "an expired last position is forgotten in memory too");
     }
+}
+
+/// Validity windows do not depend on the database, so SQLite alone covers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_inside_are_told_when_an_area_expires_without_moving() {
+    let srv = TestServer::start_with(crate::support::Backend::Sqlite, |s| {
+        s.area_validity_check_secs = 1
+    })
+    .await
+    .expect("server");
+    let org = srv.org().await;
+    let adviser = srv.user(org, &[Role::Adviser], false).await;
+    let staff = srv.user(org, &[Role::Staff], false).await;
+    let until = Timestamp(now_ms() + 1500).to_rfc3339();
+    let area = json!({"type": "Feature", "properties": {"name": "Curfew zone", "valid_until": until},
+        "geometry": {"type": "Polygon", "coordinates": [[[31.50, 4.80], [31.65, 4.80], [31.65, 4.92], [31.50, 4.92], [31.50, 4.80]]]}});
+    let id = adviser.post("/api/v1/areas", area).await.expect(201)["id"]
+        .as_i64()
+        .expect("id");
+    let r = staff
+        .post("/api/v1/positions", json!({"fixes": [fix(4.85, 31.58, 0)]}))
+        .await
+        .expect(200);
+    assert_eq!(r["transitions"][0]["area_id"], id);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let left: Vec<String> = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+        "SELECT kind FROM user_messages WHERE user_id = $1 ORDER BY seq")
+        .bind(staff.user_id).fetch_all(pool).await.expect("messages"));
+    assert_eq!(left, ["area_entered", "area_left"]);
+    assert!(
+        vigil_server::areas::read_tracker(&srv.state.tracker)
+            .members_of(id)
+            .is_empty()
+    );
 }
