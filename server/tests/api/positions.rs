@@ -85,7 +85,8 @@ on_both_databases! {
         let juba = juba_area(&adviser).await;
 
         // Offline for an hour, the phone uploads what it buffered, newest first and one twice.
-        let batch = json!({"fixes": [fix(4.85, 31.58, 60_000), fix(4.60, 31.20, 3_600_000), fix(4.85, 31.58, 60_000)]});
+        let newest = fix(4.85, 31.58, 60_000);
+        let batch = json!({"fixes": [newest.clone(), fix(4.60, 31.20, 3_600_000), newest]});
         let receipt = staff.post("/api/v1/positions", batch).await.expect(200);
         assert_eq!(receipt["accepted"], 2);
         assert_eq!(receipt["duplicates"], 1);
