@@ -1,14 +1,27 @@
-//! `vigil-load`: the load generator (see README.md for what it does today and what comes).
+//! `vigil-load`: the load generator (see README.md for the scenarios and the exact commands).
 
+mod client;
+mod connect;
+mod positions;
+mod setup;
+mod stats;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::Semaphore;
 
+use crate::client::{Fixture, Target, ensure_loopback};
+use crate::stats::{ServerProbe, summarize};
+
 #[derive(Parser)]
-#[command(name = "vigil-load", about = "Load generator for a running Vigil server")]
+#[command(
+    name = "vigil-load",
+    about = "Load generator for a running Vigil server (loopback addresses only)"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -28,47 +41,116 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
-}
-
-/// Latency summary of a run.
-#[derive(Debug, PartialEq)]
-struct Summary {
-    p50: Duration,
-    p95: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-/// Nearest-rank percentiles of the samples (sorted in place).
-fn summarize(samples: &mut [Duration]) -> Option<Summary> {
-    if samples.is_empty() {
-        return None;
-    }
-    samples.sort_unstable();
-    let rank = |p: f64| {
-        let idx = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-        samples[idx.clamp(1, samples.len()) - 1]
-    };
-    Some(Summary {
-        p50: rank(50.0),
-        p95: rank(95.0),
-        p99: rank(99.0),
-        max: samples[samples.len() - 1],
-    })
-}
-
-fn ensure_loopback(url: &str) -> anyhow::Result<()> {
-    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-    let host = if rest.starts_with("[::1]") {
-        "[::1]"
-    } else {
-        rest.split(['/', ':']).next().unwrap_or("")
-    };
-    if host == "localhost" || host.starts_with("127.") || host == "[::1]" {
-        Ok(())
-    } else {
-        bail!("{url} is not a loopback address; vigil-load only targets servers on this machine")
-    }
+    /// As a system admin: create an organisation, K staff and a row of areas; write the users file.
+    Setup {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The system admin's email.
+        #[arg(long)]
+        admin_email: String,
+        /// Environment variable holding the admin's password.
+        #[arg(long, default_value = "PW")]
+        admin_password_env: String,
+        /// Short name of the organisation to create (or reuse).
+        #[arg(long, default_value = "LOADORG")]
+        org: String,
+        /// Staff to create.
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+        /// Square security areas to draw.
+        #[arg(long, default_value_t = 4)]
+        areas: usize,
+        /// Users created at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Where to write the users file.
+        #[arg(long, default_value = "load-users.json")]
+        out: PathBuf,
+    },
+    /// Log the first K users of the users file in and write their access tokens to a file.
+    Login {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup`.
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// Users to log in.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Logins at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Where to write the tokens (a JSON array).
+        #[arg(long, default_value = "load-tokens.json")]
+        out: PathBuf,
+    },
+    /// Connect storm: N authenticated WebSockets, then held idle; memory per idle connection.
+    Connect {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup`.
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// WebSockets to open.
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        connections: usize,
+        /// Users to log in; connections share their tokens round-robin.
+        #[arg(long, default_value_t = 200)]
+        logins: usize,
+        /// Tokens written by `vigil-load login` (default: log in now).
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Client source addresses 127.0.0.2… to spread sockets over.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// Seconds to hold the connections idle before measuring.
+        #[arg(long, default_value_t = 10)]
+        hold_secs: u64,
+        /// The server's process id, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Steady state: D devices each send fixes every T seconds for S seconds across the areas.
+    Positions {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup`.
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// Devices (each logs in as its own user while there are enough users).
+        #[arg(long, short = 'd', default_value_t = 2000)]
+        devices: usize,
+        /// Tokens written by `vigil-load login` (default: log in now).
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+        /// Seconds between a device's messages (fractions allowed).
+        #[arg(long, short = 't', default_value_t = 2.0)]
+        period: f64,
+        /// Seconds to send for.
+        #[arg(long, short = 's', default_value_t = 30)]
+        duration: u64,
+        /// Fixes per position message (phones batch what they buffered).
+        #[arg(long, default_value_t = 1)]
+        fixes_per_message: usize,
+        /// Walk a band north of the areas instead of across them: no geofence transitions.
+        #[arg(long)]
+        outside: bool,
+        /// Client source addresses 127.0.0.2… to spread sockets over.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// The server's process id, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 async fn probe(url: String, requests: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -126,29 +208,100 @@ async fn main() -> anyhow::Result<()> {
             requests,
             concurrency,
         } => probe(url, requests, concurrency).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
-        let s = summarize(&mut samples).expect("samples");
-        assert_eq!(s.p50, Duration::from_millis(50));
-        assert_eq!(s.p95, Duration::from_millis(95));
-        assert_eq!(s.p99, Duration::from_millis(99));
-        assert_eq!(s.max, Duration::from_millis(100));
-        assert_eq!(summarize(&mut []), None);
-    }
-
-    #[test]
-    fn only_loopback_is_a_target() {
-        assert!(ensure_loopback("http://127.0.0.1:8080").is_ok());
-        assert!(ensure_loopback("http://localhost:8080").is_ok());
-        assert!(ensure_loopback("http://[::1]:8080").is_ok());
-        assert!(ensure_loopback("http://10.0.0.5:8080").is_err());
+        Scenario::Setup {
+            url,
+            admin_email,
+            admin_password_env,
+            org,
+            users,
+            areas,
+            concurrency,
+            out,
+        } => {
+            let admin_password = std::env::var(&admin_password_env).with_context(|| {
+                format!("the admin password is read from ${admin_password_env}")
+            })?;
+            setup::setup(setup::SetupOpts {
+                target: Target::parse(&url)?,
+                admin_email,
+                admin_password,
+                org_short: org,
+                users,
+                areas,
+                concurrency,
+                out,
+            })
+            .await
+        }
+        Scenario::Login {
+            url,
+            users_file,
+            count,
+            concurrency,
+            out,
+        } => {
+            let target = Target::parse(&url)?;
+            let fixture = Fixture::read(&users_file)?;
+            let tokens = client::login_many(&target, &fixture.users, count, concurrency).await?;
+            std::fs::write(&out, serde_json::to_string(&tokens)? + "\n")?;
+            println!(
+                "login: {} access tokens written to {}",
+                tokens.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Scenario::Connect {
+            url,
+            users_file,
+            connections,
+            logins,
+            tokens_file,
+            concurrency,
+            sources,
+            hold_secs,
+            server_pid,
+            json,
+        } => connect::connect(connect::ConnectOpts {
+            target: Target::parse(&url)?,
+            fixture: Fixture::read(&users_file)?,
+            connections,
+            logins,
+            tokens_file,
+            concurrency,
+            sources,
+            hold_secs,
+            probe: ServerProbe { pid: server_pid },
+            json,
+        })
+        .await
+        .map(drop),
+        Scenario::Positions {
+            url,
+            users_file,
+            devices,
+            tokens_file,
+            period,
+            duration,
+            fixes_per_message,
+            outside,
+            sources,
+            server_pid,
+            json,
+        } => positions::positions(positions::PositionsOpts {
+            target: Target::parse(&url)?,
+            fixture: Fixture::read(&users_file)?,
+            devices,
+            tokens_file,
+            period: Duration::from_secs_f64(period.max(0.001)),
+            duration: Duration::from_secs(duration),
+            fixes_per_message,
+            outside,
+            sources,
+            probe: ServerProbe { pid: server_pid },
+            json,
+        })
+        .await
+        .map(drop),
     }
 }

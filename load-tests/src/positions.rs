@@ -1,0 +1,486 @@
+//! `positions`: D devices each send a fix every T seconds for S seconds, walking east across a
+//! row of square areas so that geofence transitions happen; acks/s, ack latency, errors, and
+//! the server's memory and CPU.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Semaphore;
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{
+    Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, tokens as get_tokens,
+};
+use crate::stats::{LatencyMs, ServerProbe, cpu_percent, mib, pct, summarize, write_json};
+
+/// Options of `positions`.
+#[derive(Debug)]
+pub struct PositionsOpts {
+    pub target: Target,
+    pub fixture: Fixture,
+    pub devices: usize,
+    pub tokens_file: Option<std::path::PathBuf>,
+    pub period: Duration,
+    pub duration: Duration,
+    pub fixes_per_message: usize,
+    pub outside: bool,
+    pub sources: usize,
+    pub probe: ServerProbe,
+    pub json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent_fixes: AtomicU64,
+    acked_fixes: AtomicU64,
+    acked_in_window: AtomicU64,
+    duplicates: AtomicU64,
+    errors: AtomicU64,
+    messages: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The report of a `positions` run.
+#[derive(Debug, Serialize)]
+pub struct PositionsReport {
+    pub scenario: &'static str,
+    pub target: String,
+    pub devices: usize,
+    pub devices_connected: usize,
+    pub distinct_users: usize,
+    pub areas: usize,
+    pub period_secs: f64,
+    pub duration_secs: f64,
+    pub fixes_per_message: usize,
+    pub walk_outside_areas: bool,
+    pub offered_fixes_per_sec: f64,
+    pub fixes_sent: u64,
+    pub fixes_acked: u64,
+    pub fixes_acked_in_window: u64,
+    pub acked_fixes_per_sec: f64,
+    pub peak_acked_fixes_per_sec: f64,
+    pub duplicates: u64,
+    pub errors: u64,
+    pub connections_lost: u64,
+    pub unanswered: u64,
+    pub transition_messages: u64,
+    pub ack_latency_ms: LatencyMs,
+    pub server_pid: Option<u32>,
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_peak_kib: Option<u64>,
+    pub server_rss_after_kib: Option<u64>,
+    pub server_cpu_percent: Option<f64>,
+    pub server_cpu_secs: Option<f64>,
+    pub server_cpu_percent_peak: Option<f64>,
+    pub client_cpu_percent: Option<f64>,
+}
+
+/// Where device `i` is after `step` fixes: walking east across the band, wrapping around.
+fn position(grid: &Grid, i: usize, devices: usize, step: u64, outside: bool) -> (f64, f64) {
+    let frac = (i as f64 + 0.5) / devices.max(1) as f64;
+    let mut lat = grid.lat_min + (grid.lat_max - grid.lat_min) * (0.1 + 0.8 * frac);
+    if outside {
+        // The same walk a band further north: never inside an area.
+        lat += grid.lat_max - grid.lat_min + 0.01;
+    }
+    // A third of a square per fix: a transition every two or three fixes.
+    let stride = grid.side / 3.0;
+    let offset = frac * grid.span();
+    let lon = grid.west() + (offset + stride * step as f64).rem_euclid(grid.span());
+    (lat, lon)
+}
+
+fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+struct Device {
+    index: usize,
+    devices: usize,
+    grid: Grid,
+    ws: Ws,
+    first: Instant,
+    period: Duration,
+    until: Instant,
+    fixes_per_message: usize,
+    outside: bool,
+    counters: Arc<Counters>,
+}
+
+/// The busiest second seen by the progress line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peaks {
+    rate: f64,
+    cpu: Option<f64>,
+    rss: Option<u64>,
+}
+
+const GRACE: Duration = Duration::from_secs(10);
+
+impl Device {
+    /// Sends on schedule until `until`, then waits (at most GRACE) for the last acks.
+    async fn run(mut self) -> (Vec<Duration>, u64) {
+        let mut tick = tokio::time::interval_at(self.first.into(), self.period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut pending: HashMap<u64, (Instant, u64)> = HashMap::new();
+        let mut samples = Vec::new();
+        let (mut next_ref, mut step, mut last_ms) = (0u64, 0u64, 0i64);
+        let stop = tokio::time::Instant::from(self.until + GRACE);
+        loop {
+            let sending = Instant::now() < self.until;
+            if !sending && pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick(), if sending => {
+                    let mut fixes = Vec::with_capacity(self.fixes_per_message);
+                    for _ in 0..self.fixes_per_message {
+                        let (lat, lon) = position(&self.grid, self.index, self.devices, step, self.outside);
+                        step += 1;
+                        last_ms = now_ms().max(last_ms + 1);
+                        fixes.push(serde_json::json!({
+                            "lat": lat, "lon": lon, "accuracy_m": 12.0, "recorded_at": rfc3339(last_ms)}));
+                    }
+                    next_ref += 1;
+                    let msg = serde_json::json!({"type": "position", "ref": next_ref.to_string(), "fixes": fixes});
+                    let n = self.fixes_per_message as u64;
+                    pending.insert(next_ref, (Instant::now(), n));
+                    if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    self.counters.sent_fixes.fetch_add(n, Ordering::Relaxed);
+                }
+                frame = self.ws.next() => match frame {
+                    Some(Ok(Message::Text(t))) => self.on_text(&t, &mut pending, &mut samples),
+                    Some(Ok(_)) => {}
+                    _ => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(stop) => break,
+            }
+        }
+        let _ = self.ws.close(None).await;
+        let unanswered = pending.values().map(|(_, n)| n).sum();
+        (samples, unanswered)
+    }
+
+    fn on_text(
+        &self,
+        text: &str,
+        pending: &mut HashMap<u64, (Instant, u64)>,
+        samples: &mut Vec<Duration>,
+    ) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return;
+        };
+        let reference = v["ref"].as_str().and_then(|r| r.parse::<u64>().ok());
+        match v["type"].as_str() {
+            Some("ack") => {
+                if let Some((sent, _)) = reference.and_then(|r| pending.remove(&r)) {
+                    samples.push(sent.elapsed());
+                }
+                let c = &self.counters;
+                let accepted = v["accepted"].as_u64().unwrap_or(0);
+                c.acked_fixes.fetch_add(accepted, Ordering::Relaxed);
+                if Instant::now() <= self.until {
+                    c.acked_in_window.fetch_add(accepted, Ordering::Relaxed);
+                }
+                c.duplicates
+                    .fetch_add(v["duplicates"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            }
+            Some("error") => {
+                if let Some(r) = reference {
+                    pending.remove(&r);
+                }
+                if self.counters.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("  server error: {text}");
+                }
+            }
+            Some("message") => {
+                self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+pub async fn positions(o: PositionsOpts) -> anyhow::Result<PositionsReport> {
+    let nofile = raise_nofile(o.devices as u64 + 1024)?;
+    let sources = o.sources.clamp(1, 250);
+    eprintln!(
+        "positions: {} devices, a message of {} fix(es) every {:?} each for {:?} ({:.0} fixes/s offered), \
+         from 127.0.0.2–127.0.0.{} ; open-file limit {nofile}",
+        o.devices,
+        o.fixes_per_message,
+        o.period,
+        o.duration,
+        o.devices as f64 * o.fixes_per_message as f64 / o.period.as_secs_f64(),
+        1 + sources
+    );
+    let tokens = Arc::new(
+        get_tokens(
+            &o.target,
+            &o.fixture.users,
+            o.devices,
+            o.tokens_file.as_deref(),
+        )
+        .await?,
+    );
+
+    // Connect every device first.
+    let limit = Arc::new(Semaphore::new(64));
+    let mut opening = Vec::with_capacity(o.devices);
+    for i in 0..o.devices {
+        let permit = limit.clone().acquire_owned().await?;
+        let (target, tokens) = (o.target.clone(), tokens.clone());
+        opening.push(tokio::spawn(async move {
+            let _permit = permit;
+            open_session(&target, source_addr(i, sources), &tokens[i % tokens.len()]).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(o.devices);
+    for t in opening {
+        match t.await? {
+            Ok(ws) => sockets.push(ws),
+            Err(e) => eprintln!("  a device could not connect: {e:#}"),
+        }
+    }
+    let connected = sockets.len();
+    eprintln!("{connected}/{} devices connected", o.devices);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before = o.probe.sample();
+    let client = ServerProbe {
+        pid: Some(std::process::id()),
+    };
+    let client_before = client.sample();
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now() + Duration::from_millis(200);
+    let until = start + o.duration;
+    let mut devices = Vec::with_capacity(connected);
+    for (i, ws) in sockets.into_iter().enumerate() {
+        // Spread the devices' first fixes evenly over one period.
+        let phase = o.period.mul_f64(i as f64 / connected.max(1) as f64);
+        let d = Device {
+            index: i,
+            devices: connected,
+            grid: o.fixture.grid,
+            ws,
+            first: start + phase,
+            period: o.period,
+            until,
+            fixes_per_message: o.fixes_per_message.max(1),
+            outside: o.outside,
+            counters: counters.clone(),
+        };
+        devices.push(tokio::spawn(d.run()));
+    }
+
+    // Progress once a second; remembers the peak second.
+    let peaks = Arc::new(std::sync::Mutex::new(Peaks::default()));
+    let progress = {
+        let (c, probe, peaks) = (counters.clone(), o.probe, peaks.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let (mut last, mut last_acked) = (probe.sample(), 0u64);
+            loop {
+                tick.tick().await;
+                let s = probe.sample();
+                let acked =
+                    c.acked_fixes.load(Ordering::Relaxed) + c.duplicates.load(Ordering::Relaxed);
+                let dt = s.at.duration_since(last.at).as_secs_f64();
+                let rate = (acked - last_acked) as f64 / dt;
+                let cpu = cpu_percent(&last, &s);
+                if let Ok(mut p) = peaks.lock() {
+                    if Instant::now() <= until {
+                        p.rate = p.rate.max(rate);
+                        p.cpu = match (p.cpu, cpu) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    p.rss = p.rss.max(s.rss_kib);
+                }
+                let sent = c.sent_fixes.load(Ordering::Relaxed);
+                eprintln!(
+                    "  [{:>5.1}s] sent {sent}, acked {acked} ({rate:.0}/s), in flight {}, transitions {}, errors {}, lost {} | server RSS {}, CPU {}",
+                    start.elapsed().as_secs_f64(),
+                    sent.saturating_sub(acked),
+                    c.messages.load(Ordering::Relaxed),
+                    c.errors.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed),
+                    mib(s.rss_kib),
+                    pct(cpu)
+                );
+                (last, last_acked) = (s, acked);
+            }
+        })
+    };
+
+    // The server's CPU over the sending window exactly.
+    let at_end = {
+        let probe = o.probe;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            (probe.sample(), client.sample())
+        })
+    };
+    let mut samples = Vec::new();
+    let mut unanswered = 0;
+    for d in devices {
+        let (s, u) = d.await?;
+        samples.extend(s);
+        unanswered += u;
+    }
+    let (window_end, client_end) = at_end.await?;
+    progress.abort();
+    let peaks = peaks.lock().map(|p| *p).unwrap_or_default();
+    let acked_in_window = counters.acked_in_window.load(Ordering::Relaxed);
+    let after = o.probe.sample();
+    let c = &counters;
+    let secs = o.duration.as_secs_f64();
+    let report = PositionsReport {
+        scenario: "positions",
+        target: o.target.ws_url(),
+        devices: o.devices,
+        devices_connected: connected,
+        distinct_users: tokens.len(),
+        areas: o.fixture.area_ids.len(),
+        period_secs: o.period.as_secs_f64(),
+        duration_secs: secs,
+        fixes_per_message: o.fixes_per_message,
+        walk_outside_areas: o.outside,
+        offered_fixes_per_sec: connected as f64 * o.fixes_per_message as f64
+            / o.period.as_secs_f64(),
+        fixes_sent: c.sent_fixes.load(Ordering::Relaxed),
+        fixes_acked: c.acked_fixes.load(Ordering::Relaxed),
+        fixes_acked_in_window: acked_in_window,
+        acked_fixes_per_sec: acked_in_window as f64 / secs,
+        peak_acked_fixes_per_sec: peaks.rate,
+        duplicates: c.duplicates.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        connections_lost: c.dropped.load(Ordering::Relaxed),
+        unanswered,
+        transition_messages: c.messages.load(Ordering::Relaxed),
+        ack_latency_ms: summarize(&mut samples)
+            .map(LatencyMs::from)
+            .unwrap_or_default(),
+        server_pid: o.probe.pid,
+        server_rss_before_kib: before.rss_kib,
+        server_rss_peak_kib: peaks.rss.max(window_end.rss_kib),
+        server_rss_after_kib: after.rss_kib,
+        server_cpu_percent: cpu_percent(&before, &window_end),
+        server_cpu_secs: before.cpu_secs.zip(window_end.cpu_secs).map(|(a, b)| b - a),
+        server_cpu_percent_peak: peaks.cpu,
+        client_cpu_percent: cpu_percent(&client_before, &client_end),
+    };
+    print_markdown(&report);
+    if let Some(path) = &o.json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
+}
+
+fn print_markdown(r: &PositionsReport) {
+    println!(
+        "## positions: {} devices × {} fix(es) every {} s for {} s{}\n",
+        r.devices,
+        r.fixes_per_message,
+        r.period_secs,
+        r.duration_secs,
+        if r.walk_outside_areas {
+            ", outside the areas (no transitions)"
+        } else {
+            ", across the areas"
+        }
+    );
+    println!("| measure | value |\n| --- | --- |");
+    println!(
+        "| devices connected / distinct users / areas | {} / {} / {} |",
+        r.devices_connected, r.distinct_users, r.areas
+    );
+    println!("| offered | {:.0} fixes/s |", r.offered_fixes_per_sec);
+    println!(
+        "| **acked (committed) in the window** | **{:.0} fixes/s** ({} of {} sent; peak second {:.0}/s) |",
+        r.acked_fixes_per_sec, r.fixes_acked_in_window, r.fixes_sent, r.peak_acked_fixes_per_sec
+    );
+    let l = r.ack_latency_ms;
+    println!(
+        "| ack latency | p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms |",
+        l.p50, l.p95, l.p99, l.max
+    );
+    println!(
+        "| acked in all / duplicates / errors / unanswered / connections lost | {} / {} / {} / {} / {} |",
+        r.fixes_acked, r.duplicates, r.errors, r.unanswered, r.connections_lost
+    );
+    println!(
+        "| geofence transition messages received | {} |",
+        r.transition_messages
+    );
+    println!(
+        "| server RSS before / peak / after | {} / {} / {} |",
+        mib(r.server_rss_before_kib),
+        mib(r.server_rss_peak_kib),
+        mib(r.server_rss_after_kib)
+    );
+    println!(
+        "| server CPU (100 % = one core) average / peak second | {} / {} |",
+        pct(r.server_cpu_percent),
+        pct(r.server_cpu_percent_peak)
+    );
+    println!(
+        "| load generator CPU (same machine) | {} |",
+        pct(r.client_cpu_percent)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_walk_in_and_out_of_areas() {
+        let g = Grid {
+            lat_min: 4.80,
+            lat_max: 4.84,
+            lon_min: 31.50,
+            side: 0.02,
+            gap: 0.01,
+            areas: 4,
+        };
+        let inside = |lon: f64| {
+            (0..g.areas).any(|a| {
+                let w = g.lon_min + a as f64 * (g.side + g.gap);
+                lon > w && lon < w + g.side
+            })
+        };
+        let walk: Vec<bool> = (0..40)
+            .map(|s| inside(position(&g, 3, 10, s, false).1))
+            .collect();
+        let crossings = walk.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(crossings >= 10, "{crossings} crossings in 40 fixes");
+        let (lat, _) = position(&g, 9, 10, 0, false);
+        assert!(lat > g.lat_min && lat < g.lat_max);
+        let (lat, _) = position(&g, 0, 10, 0, true);
+        assert!(lat > g.lat_max);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}
