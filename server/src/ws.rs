@@ -146,7 +146,7 @@ impl Connection {
 
     /// Waits for `hello`, authenticates, registers, replays what was missed, then serves.
     async fn run(&mut self, header_token: Option<String>) {
-        let (actor, last_seq) = match self.handshake(header_token).await {
+        let (actor, last_seq) = match Box::pin(self.handshake(header_token)).await {
             Some(ok) => ok,
             None => return,
         };
@@ -171,7 +171,7 @@ impl Connection {
         // Registered before replaying, so nothing stored meanwhile can slip between the two;
         // anything both replayed and queued is skipped by sequence number.
         self.last_sent = last_seq.max(0).min(current);
-        if let Flow::Stop = self.catch_up(actor.user_id, i64::MAX).await {
+        if let Flow::Stop = Box::pin(self.catch_up(actor.user_id, i64::MAX)).await {
             return;
         }
         self.serve(&actor, &registration, &mut queue).await;
@@ -282,6 +282,8 @@ impl Connection {
         registration: &Registration,
         queue: &mut tokio::sync::mpsc::Receiver<Outbound>,
     ) {
+        // The branches below are boxed: the future of a connection that sits idle then holds
+        // only the select itself, not the largest branch inline (memory per idle phone).
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         let shutdown = self.state.shutdown.clone();
@@ -290,19 +292,19 @@ impl Connection {
                 frame = self.socket.recv() => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
-                        self.on_frame(actor, registration, frame).await
+                        Box::pin(self.on_frame(actor, registration, frame)).await
                     }
                     _ => Flow::Stop,
                 },
                 out = queue.recv() => match out {
-                    Some(Outbound::Message(m)) => self.on_message(actor.user_id, &m).await,
-                    Some(Outbound::Event { about_user, json }) => self.on_event(actor.user_id, about_user, &json).await,
+                    Some(Outbound::Message(m)) => Box::pin(self.on_message(actor.user_id, &m)).await,
+                    Some(Outbound::Event { about_user, json }) => Box::pin(self.on_event(actor.user_id, about_user, &json)).await,
                     None => {
                         self.close(close::TOO_SLOW, "too slow: reconnect and resume from your last seq").await;
                         Flow::Stop
                     }
                 },
-                _ = heartbeat.tick() => self.on_heartbeat(actor).await,
+                _ = heartbeat.tick() => Box::pin(self.on_heartbeat(actor)).await,
                 () = shutdown.cancelled() => {
                     self.close(close::GOING_AWAY, "server shutting down: reconnect and resume").await;
                     Flow::Stop
