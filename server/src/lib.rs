@@ -89,9 +89,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         "spatial state loaded"
     );
     let tracker = Arc::new(std::sync::RwLock::new(tracker));
+    let hub = Arc::new(live::Hub::default());
     let state = AppState {
-        positions: positions::PositionWriter::spawn(db.clone(), tracker.clone()),
-        hub: Arc::new(live::Hub::default()),
+        positions: positions::PositionWriter::spawn(db.clone(), tracker.clone(), hub.clone()),
+        hub,
         tracker,
         db,
         settings: Arc::new(settings),

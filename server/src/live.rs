@@ -205,35 +205,66 @@ impl Hub {
     }
 }
 
+/// A message to store and push to one person.
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// The person.
+    pub user_id: i64,
+    /// The message kind.
+    pub kind: &'static str,
+    /// The message.
+    pub payload: serde_json::Value,
+    /// Fill `payload.advisory` with this area's current advisory, read in the same transaction.
+    pub advisory_of: Option<i64>,
+}
+
 /// Stores a message for a person with the next sequence number, then pushes it live.
 pub async fn send_to_user(
     db: &Db,
     hub: &Hub,
     user_id: i64,
-    kind: &str,
+    kind: &'static str,
     payload: &serde_json::Value,
-) -> Result<i64, sqlx::Error> {
-    let now = now_ms();
-    let text = payload.to_string();
-    // The counter row is locked until commit, so numbers commit in order, without gaps.
-    let seq: i64 = in_tx!(db, tx => {
-        let seq: i64 = sqlx::query_scalar("UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq")
-            .bind(user_id).fetch_one(&mut *tx).await?;
-        sqlx::query("INSERT INTO user_messages (user_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user_id).bind(seq).bind(kind).bind(&text).bind(now).execute(&mut *tx).await?;
-        tx.commit().await?;
-        seq
-    });
-    hub.deliver(
+) -> Result<(), sqlx::Error> {
+    let note = Note {
         user_id,
-        Arc::new(StoredMessage {
-            seq,
-            kind: kind.to_string(),
-            payload: text,
-            created_at: Timestamp(now),
-        }),
-    );
-    Ok(seq)
+        kind,
+        payload: payload.clone(),
+        advisory_of: None,
+    };
+    send_many(db, hub, vec![note]).await
+}
+
+/// Stores many messages in one transaction (each with its person's next sequence number), then
+/// pushes them live. The position writer sends a whole group's geofence messages this way.
+pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx::Error> {
+    if notes.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    // Each person's counter row is locked until commit, so numbers commit in order, without gaps.
+    let stored: Vec<(i64, StoredMessage)> = in_tx!(db, tx => {
+        let mut stored = Vec::with_capacity(notes.len());
+        for mut note in notes {
+            if let Some(area) = note.advisory_of {
+                let advisory: Option<Option<String>> = sqlx::query_scalar("SELECT advisory FROM areas WHERE id = $1")
+                    .bind(area).fetch_optional(&mut *tx).await?;
+                note.payload["advisory"] = advisory.flatten().into();
+            }
+            let text = note.payload.to_string();
+            let seq: i64 = sqlx::query_scalar("UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq")
+                .bind(note.user_id).fetch_one(&mut *tx).await?;
+            sqlx::query("INSERT INTO user_messages (user_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(note.user_id).bind(seq).bind(note.kind).bind(&text).bind(now).execute(&mut *tx).await?;
+            stored.push((note.user_id, StoredMessage { seq, kind: note.kind.to_string(), payload: text, created_at: Timestamp(now) }));
+        }
+        tx.commit().await?;
+        stored
+    });
+    for (user_id, msg) in stored {
+        hub.deliver(user_id, Arc::new(msg));
+    }
+    Ok(())
 }
 
 /// Stored messages of a person after `after`, oldest first, at most `limit`.

@@ -312,9 +312,9 @@ impl From<WriteError> for AppError {
     }
 }
 
-/// Records fixes of a subject belonging to `org_id`, then tells everyone concerned: the
-/// operators watching the organisation see the new position and any border crossing, and a
-/// person who entered an area receives its advisory and security level as a stored message.
+/// Records fixes of a subject belonging to `org_id`, then tells the operators watching the
+/// organisation about the new position and any border crossing. (The person's own messages —
+/// an entered area's advisory and security level — are stored by the writer with the group.)
 /// Every source of positions (app, WebSocket, third-party trackers) goes through here.
 pub async fn accept(
     state: &AppState,
@@ -346,47 +346,43 @@ pub async fn accept(
             "org_id": org_id, "area_id": t.area_id, "area_name": t.name, "at": t.at,
         });
         state.hub.publish(org_id, None, &event);
-        if let Some(user_id) = about_user {
-            notify_transition(state, user_id, t).await?;
-        }
     }
     Ok((recorded, transitions))
 }
 
-/// Tells a person they entered (with the area's advisory and level) or left an area.
-pub async fn notify_transition(
-    state: &AppState,
+/// The message telling a person they entered an area (with its advisory and security level,
+/// the advisory read when the message is stored) or left it.
+pub fn transition_note(
+    areas: &vigil_geofences::AreaIndex,
     user_id: i64,
-    t: &AreaTransition,
-) -> AppResult<()> {
-    let (kind, payload) = if t.event == "entered" {
-        let level_name = read_tracker(&state.tracker)
-            .areas()
-            .get(t.area_id)
-            .and_then(|a| a.level)
-            .map(|l| l.name());
-        let advisory = area_advisory(state, t.area_id).await?;
-        (
-            "area_entered",
-            serde_json::json!({
-                "area_id": t.area_id, "name": t.name, "kind": t.kind, "security_level": t.security_level,
-                "security_level_name": level_name, "advisory": advisory, "at": t.at,
-            }),
-        )
-    } else {
-        (
-            "area_left",
-            serde_json::json!({ "area_id": t.area_id, "name": t.name, "at": t.at }),
-        )
+    at_ms: i64,
+    transition: Transition,
+) -> Option<crate::live::Note> {
+    let (entered, id) = match transition {
+        Transition::Entered(id) => (true, id),
+        Transition::Left(id) => (false, id),
     };
-    crate::live::send_to_user(&state.db, &state.hub, user_id, kind, &payload).await?;
-    Ok(())
-}
-
-async fn area_advisory(state: &AppState, area_id: i64) -> AppResult<Option<String>> {
-    let advisory: Option<Option<String>> = on_reader!(&state.db, pool => sqlx::query_scalar(
-        "SELECT advisory FROM areas WHERE id = $1").bind(area_id).fetch_optional(pool).await?);
-    Ok(advisory.flatten())
+    let area = areas.get(id)?;
+    let at = Timestamp(at_ms);
+    Some(if entered {
+        crate::live::Note {
+            user_id,
+            kind: "area_entered",
+            payload: serde_json::json!({
+                "area_id": id, "name": area.name, "kind": area.kind.as_str(),
+                "security_level": area.level.map(|l| l.as_i64()),
+                "security_level_name": area.level.map(|l| l.name()), "advisory": null, "at": at,
+            }),
+            advisory_of: Some(id),
+        }
+    } else {
+        crate::live::Note {
+            user_id,
+            kind: "area_left",
+            payload: serde_json::json!({ "area_id": id, "name": area.name, "at": at }),
+            advisory_of: None,
+        }
+    })
 }
 
 /// Describes transitions with the areas' names and levels.
@@ -683,16 +679,17 @@ pub fn spawn_validity_watch(state: &AppState) {
                 }
             }
             since = now;
-            for (subject, transition) in changes {
-                // Assets have negative ids in the tracker; only people are told.
-                if subject <= 0 {
-                    continue;
-                }
-                for t in describe(&state, &[(now, transition)]) {
-                    if let Err(e) = notify_transition(&state, subject, &t).await {
-                        tracing::error!(error = %e, "telling a person about an area's validity change");
-                    }
-                }
+            let notes: Vec<crate::live::Note> = {
+                let t = read_tracker(&state.tracker);
+                changes
+                    .into_iter()
+                    // Assets have negative ids in the tracker; only people are told.
+                    .filter(|(subject, _)| *subject > 0)
+                    .filter_map(|(subject, tr)| transition_note(t.areas(), subject, now, tr))
+                    .collect()
+            };
+            if let Err(e) = crate::live::send_many(&state.db, &state.hub, notes).await {
+                tracing::error!(error = %e, "telling people about an area's validity change");
             }
         }
     });

@@ -12,10 +12,13 @@
 use tokio::sync::{mpsc, oneshot};
 use vigil_geofences::{Fix, Transition};
 
+use std::sync::Arc;
+
 use super::Subject;
 use crate::areas::{SharedTracker, write_tracker};
 use crate::db::{Db, now_ms};
 use crate::in_tx;
+use crate::live::Hub;
 
 /// Most operations committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -81,9 +84,9 @@ pub struct PositionWriter {
 
 impl PositionWriter {
     /// Starts the writer task.
-    pub fn spawn(db: Db, tracker: SharedTracker) -> PositionWriter {
+    pub fn spawn(db: Db, tracker: SharedTracker, hub: Arc<Hub>) -> PositionWriter {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, tracker, rx));
+        tokio::spawn(run(db, tracker, hub, rx));
         PositionWriter { tx }
     }
 
@@ -124,7 +127,7 @@ impl PositionWriter {
     }
 }
 
-async fn run(db: Db, tracker: SharedTracker, mut rx: mpsc::Receiver<Op>) {
+async fn run(db: Db, tracker: SharedTracker, hub: Arc<Hub>, mut rx: mpsc::Receiver<Op>) {
     while let Some(first) = rx.recv().await {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -133,7 +136,7 @@ async fn run(db: Db, tracker: SharedTracker, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        apply(&db, &tracker, ops).await;
+        apply(&db, &tracker, &hub, ops).await;
     }
 }
 
@@ -145,7 +148,7 @@ enum Outcome {
     Expired(u64, Vec<i64>),
 }
 
-async fn apply(db: &Db, tracker: &SharedTracker, ops: Vec<Op>) {
+async fn apply(db: &Db, tracker: &SharedTracker, hub: &Hub, ops: Vec<Op>) {
     let outcomes = commit(db, &ops).await;
     let outcomes = match outcomes {
         Ok(o) => o,
@@ -163,7 +166,30 @@ async fn apply(db: &Db, tracker: &SharedTracker, ops: Vec<Op>) {
             return;
         }
     };
+    // Fixes are answered after the group's geofence messages are stored, so a phone that sees
+    // its ack can rely on the message about the area it entered being there too.
+    let (answers, notes) = move_subjects(tracker, ops, outcomes);
+    if let Err(e) = crate::live::send_many(db, hub, notes).await {
+        // The fixes are stored; only the people's notices of crossings are missing.
+        tracing::error!(error = %e, "storing geofence messages failed");
+    }
+    for (reply, recorded) in answers {
+        drop(reply.send(Ok(recorded)));
+    }
+}
+
+type Answer = (oneshot::Sender<Result<Recorded, WriteError>>, Recorded);
+
+/// Applies committed operations to the tracker; answers every op but recorded fixes, which are
+/// returned to be answered once their geofence messages are stored.
+fn move_subjects(
+    tracker: &SharedTracker,
+    ops: Vec<Op>,
+    outcomes: Vec<Outcome>,
+) -> (Vec<Answer>, Vec<crate::live::Note>) {
     let mut t = write_tracker(tracker);
+    let mut answers = Vec::new();
+    let mut notes = Vec::new();
     for (op, outcome) in ops.into_iter().zip(outcomes) {
         match (op, outcome) {
             (
@@ -202,7 +228,12 @@ async fn apply(db: &Db, tracker: &SharedTracker, ops: Vec<Op>) {
                         );
                     }
                 }
-                drop(reply.send(Ok(recorded)));
+                if let Subject::User(user_id) = subject {
+                    notes.extend(recorded.transitions.iter().filter_map(|(at, tr)| {
+                        super::transition_note(t.areas(), user_id, *at, *tr)
+                    }));
+                }
+                answers.push((reply, recorded));
             }
             (Op::Record { reply, .. }, _) => drop(reply.send(Err(WriteError::LocationLess))),
             (Op::GoLocationLess { reply, .. }, Outcome::Forgot(ids)) => {
@@ -221,6 +252,7 @@ async fn apply(db: &Db, tracker: &SharedTracker, ops: Vec<Op>) {
             (Op::Expire { reply, .. }, _) => drop(reply.send(Err(WriteError::Stopped))),
         }
     }
+    (answers, notes)
 }
 
 async fn commit(db: &Db, ops: &[Op]) -> Result<Vec<Outcome>, sqlx::Error> {
