@@ -296,14 +296,7 @@ pub fn parse_feature(feature: &Feature, default_org: Option<i64>) -> AppResult<A
             valid_from,
             valid_until,
         }),
-        _ => Err(AppError::Invalid {
-            detail: issues
-                .iter()
-                .map(|i| format!("{}: {}", i.at, i.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
-            issues,
-        }),
+        _ => Err(AppError::from_issues(issues)),
     }
 }
 

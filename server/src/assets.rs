@@ -168,20 +168,6 @@ fn checked_identifier(identifier: Option<&str>, issues: &mut Vec<Issue>) -> Opti
     Some(id.to_string())
 }
 
-fn refuse(issues: Vec<Issue>) -> AppResult<()> {
-    if issues.is_empty() {
-        return Ok(());
-    }
-    Err(AppError::Invalid {
-        detail: issues
-            .iter()
-            .map(|i| format!("{}: {}", i.at, i.reason))
-            .collect::<Vec<_>>()
-            .join("; "),
-        issues,
-    })
-}
-
 /// The organisation's assets, by name.
 #[utoipa::path(get, path = "/organisations/{id}/assets", tag = "assets", security(("bearer" = [])),
     params(("id" = i64, Path), AssetQuery),
@@ -214,7 +200,7 @@ async fn create(
     let mut issues = Vec::new();
     let name = checked_name(&new.name, &mut issues);
     let identifier = checked_identifier(new.identifier.as_deref(), &mut issues);
-    refuse(issues)?;
+    AppError::check(issues)?;
     let result: Result<AssetRow, sqlx::Error> = async {
         in_tx!(&state.db, tx => {
             let row: AssetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -282,7 +268,7 @@ async fn update(
         Some(i) => checked_identifier(Some(i), &mut issues),
         None => current.identifier.clone(),
     };
-    refuse(issues)?;
+    AppError::check(issues)?;
     let kind = change.kind.unwrap_or(current.kind);
     let active = change.active.unwrap_or(current.active);
     let action = match (current.active, active) {

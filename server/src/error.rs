@@ -111,6 +111,25 @@ impl AppError {
         }
     }
 
+    /// An `Invalid` error naming every issue, its detail listing them all.
+    pub fn from_issues(issues: Vec<Issue>) -> Self {
+        let detail = issues
+            .iter()
+            .map(|i| format!("{}: {}", i.at, i.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        AppError::Invalid { detail, issues }
+    }
+
+    /// `Ok` when there are no issues, else [`AppError::from_issues`].
+    pub fn check(issues: Vec<Issue>) -> AppResult<()> {
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::from_issues(issues))
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         match self {

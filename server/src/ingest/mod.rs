@@ -246,14 +246,7 @@ fn rename_issues(e: AppError, names: FieldNames) -> AppError {
                     Issue::new(at, i.reason)
                 })
                 .collect();
-            AppError::Invalid {
-                detail: issues
-                    .iter()
-                    .map(|i| format!("{}: {}", i.at, i.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                issues,
-            }
+            AppError::from_issues(issues)
         }
         other => other,
     }

@@ -221,14 +221,7 @@ fn finish_fix(
             accuracy_m,
             recorded_at_ms,
         }),
-        _ => Err(AppError::Invalid {
-            detail: issues
-                .iter()
-                .map(|i| format!("{}: {}", i.at, i.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
-            issues,
-        }),
+        _ => Err(AppError::from_issues(issues)),
     }
 }
 

@@ -115,14 +115,7 @@ fn read_fix(m: &Value) -> AppResult<TrackerFix> {
     let lon = required("lon", "longitude in degrees");
     let tst = required("tst", "time of the fix in Unix seconds");
     if !issues.is_empty() {
-        return Err(AppError::Invalid {
-            detail: issues
-                .iter()
-                .map(|i| format!("{}: {}", i.at, i.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
-            issues,
-        });
+        return Err(AppError::from_issues(issues));
     }
     Ok(TrackerFix {
         lat,

@@ -142,18 +142,6 @@ fn validate_contact(c: &mut Option<EmergencyContact>, issues: &mut Vec<Issue>) {
     }
 }
 
-fn into_result(issues: Vec<Issue>) -> AppResult<()> {
-    if issues.is_empty() {
-        return Ok(());
-    }
-    let detail = issues
-        .iter()
-        .map(|i| format!("{}: {}", i.at, i.reason))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(AppError::Invalid { detail, issues })
-}
-
 /// Validates every field of a new person, reporting all problems at once.
 fn validate_new(p: &mut NewPerson) -> AppResult<()> {
     let mut issues = Vec::new();
@@ -183,7 +171,7 @@ fn validate_new(p: &mut NewPerson) -> AppResult<()> {
         issues.extend(more);
     }
     validate_dependants(&p.dependants, &mut issues);
-    into_result(issues)
+    AppError::check(issues)
 }
 
 /// Creates a person in `org_id`; returns the id.
@@ -407,7 +395,7 @@ pub async fn update_person(
     if let Some(deps) = &u.dependants {
         validate_dependants(deps, &mut issues);
     }
-    into_result(issues)?;
+    AppError::check(issues)?;
     let (ec_name, ec_phone) = split_contact(contact.as_ref());
     let now = now_ms();
     let result: Result<(), UpdateError> = async {

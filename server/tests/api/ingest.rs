@@ -66,16 +66,7 @@ async fn tracker(
     if let Some((content_type, bytes)) = body {
         req = req.header("content-type", content_type).body(bytes);
     }
-    let res = req.send().await.expect("request reaches the server");
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let text = res.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Client::finish(req).await
 }
 
 /// POSTs one OwnTracks message with the secret as the Basic password, as the app does.

@@ -342,7 +342,8 @@ impl Client {
         Self::finish(req).await
     }
 
-    async fn finish(req: reqwest::RequestBuilder) -> Resp {
+    /// Sends a request built elsewhere and reads the response.
+    pub async fn finish(req: reqwest::RequestBuilder) -> Resp {
         let res = req.send().await.expect("request reaches the server");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
