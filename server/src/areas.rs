@@ -334,7 +334,32 @@ pub async fn save(
             };
             let action = if replace.is_some() { "area.update" } else { "area.create" };
             crate::audit::record(&mut *tx, actor_id, input.org_id, action, &format!("area:{}", row.id), &row.name).await?;
-            tx.commit().await?;
+            // Memory changes while the row is still locked (SQLite: the one writer), so two
+            // writers of one area reach the tracker in the order they commit.
+            let area = Area {
+                id: row.id,
+                name: input.name.clone(),
+                kind: input.kind,
+                level: input.level,
+                parent: input.parent_id,
+                valid_from: input.valid_from,
+                valid_until: input.valid_until,
+                shape: input.shape.clone(),
+            };
+            let previous = read_tracker(tracker).areas().get(row.id).cloned();
+            let changes = write_tracker(tracker).upsert_area(area, now);
+            if let Err(e) = tx.commit().await {
+                // Put memory back as it was before this write.
+                let mut t = write_tracker(tracker);
+                match previous {
+                    Some(old) => drop(t.upsert_area(old, now)),
+                    None => drop(t.remove_area(row.id)),
+                }
+                return Err(e);
+            }
+            if !changes.is_empty() {
+                tracing::debug!(area_id = row.id, changes = changes.len(), "area change moved subjects");
+            }
             Ok(row)
         })
     }
@@ -347,24 +372,6 @@ pub async fn save(
         ),
         _ => e.into(),
     })?;
-    let area = Area {
-        id: row.id,
-        name: input.name,
-        kind: input.kind,
-        level: input.level,
-        parent: input.parent_id,
-        valid_from: input.valid_from,
-        valid_until: input.valid_until,
-        shape: input.shape,
-    };
-    let changes = write_tracker(tracker).upsert_area(area, now);
-    if !changes.is_empty() {
-        tracing::debug!(
-            area_id = row.id,
-            changes = changes.len(),
-            "area change moved subjects"
-        );
-    }
     Ok(to_feature(&row))
 }
 
@@ -504,7 +511,14 @@ async fn delete(
         in_tx!(&state.db, tx => {
             sqlx::query("DELETE FROM areas WHERE id = $1").bind(id).execute(&mut *tx).await?;
             crate::audit::record(&mut *tx, Some(actor.user_id), current.org_id, "area.delete", &format!("area:{id}"), &current.name).await?;
-            tx.commit().await?;
+            // As in `save`: memory changes while the row is locked, and is restored on failure.
+            let (removed, _) = write_tracker(&state.tracker).remove_area(id);
+            if let Err(e) = tx.commit().await {
+                if let Some(area) = removed {
+                    drop(write_tracker(&state.tracker).upsert_area(area, now_ms()));
+                }
+                return Err(e);
+            }
             Ok(())
         })
     }
@@ -515,6 +529,5 @@ async fn delete(
         ),
         _ => AppError::from(e),
     })?;
-    write_tracker(&state.tracker).remove_area(id);
     Ok(StatusCode::NO_CONTENT)
 }

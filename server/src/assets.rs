@@ -260,27 +260,32 @@ async fn update(
     let org_id = current.org_id;
     authorize(&actor, Action::ManageAssets { org_id })?;
     let mut issues = Vec::new();
-    let name = change
-        .name
+    let name = change.name.as_deref().map(|n| checked_name(n, &mut issues));
+    let identifier = change
+        .identifier
         .as_deref()
-        .map_or(current.name.clone(), |n| checked_name(n, &mut issues));
-    let identifier = match change.identifier.as_deref() {
-        Some(i) => checked_identifier(Some(i), &mut issues),
-        None => current.identifier.clone(),
-    };
+        .and_then(|i| checked_identifier(Some(i), &mut issues));
     AppError::check(issues)?;
-    let kind = change.kind.unwrap_or(current.kind);
-    let active = change.active.unwrap_or(current.active);
-    let action = match (current.active, active) {
-        (true, false) => "asset.deactivate",
-        (false, true) => "asset.reactivate",
+    // An empty identifier clears it.
+    let clear_identifier = change
+        .identifier
+        .as_deref()
+        .is_some_and(|i| i.trim().is_empty());
+    let action = match change.active {
+        Some(false) => "asset.deactivate",
+        Some(true) if !current.active => "asset.reactivate",
         _ => "asset.update",
     };
+    // Only the fields sent change, in one statement, so two concurrent edits cannot undo
+    // each other (a deactivation lost to a rename would keep a vehicle on the map).
     let row: AssetRow = in_tx!(&state.db, tx => {
         let row: AssetRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE assets SET kind = $1, name = $2, identifier = $3, active = $4 WHERE id = $5 \
+            "UPDATE assets SET kind = COALESCE($1, kind), name = COALESCE($2, name), \
+             identifier = CASE WHEN $6 THEN NULL ELSE COALESCE($3, identifier) END, \
+             active = COALESCE($4, active) WHERE id = $5 \
              RETURNING {ASSET_COLUMNS}")))
-            .bind(kind.as_str()).bind(&name).bind(&identifier).bind(active).bind(id)
+            .bind(change.kind.map(|k| k.as_str())).bind(&name).bind(&identifier).bind(change.active).bind(id)
+            .bind(clear_identifier)
             .fetch_one(&mut *tx).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), action,
             &format!("asset:{id}"), &row.name).await?;

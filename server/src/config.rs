@@ -40,6 +40,9 @@ pub struct Settings {
     pub position_retention_days: u64,
     /// Most fixes accepted in one upload.
     pub max_fixes_per_batch: usize,
+    /// How often the server pings each WebSocket and re-checks its session and roles; three
+    /// silent intervals close the connection.
+    pub ws_heartbeat_secs: u64,
     /// How often areas whose validity window opened or closed are re-evaluated for the people
     /// inside them.
     pub area_validity_check_secs: u64,
@@ -76,6 +79,7 @@ impl Default for Settings {
             shutdown_grace_secs: 20,
             position_retention_days: 14,
             max_fixes_per_batch: 1000,
+            ws_heartbeat_secs: 25,
             area_validity_check_secs: 30,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -146,6 +150,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("position_retention_days", &self.position_retention_days)
             .field("max_fixes_per_batch", &self.max_fixes_per_batch)
+            .field("ws_heartbeat_secs", &self.ws_heartbeat_secs)
             .field("area_validity_check_secs", &self.area_validity_check_secs)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)

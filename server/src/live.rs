@@ -177,8 +177,11 @@ impl Hub {
 
     /// Sends a live event to the operators watching `org`.
     pub fn publish(&self, org: i64, about_user: Option<i64>, event: &serde_json::Value) {
-        let json: Arc<str> = event.to_string().into();
         let mut inner = self.lock();
+        if inner.watchers.is_empty() {
+            return;
+        }
+        let json: Arc<str> = event.to_string().into();
         let Inner {
             by_user, watchers, ..
         } = &mut *inner;

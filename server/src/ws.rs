@@ -16,17 +16,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{load_actor, verify_token};
+use crate::auth::{Session, load_actor, verify_token};
 use crate::live::{Outbound, Registration, StoredMessage, messages_after};
 use crate::policy::{Action, Actor, Role, authorize};
 use crate::positions::{FixIn, Subject, accept, log_access, validate_fixes};
 
 /// Version of the message format; sent in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// How often the server pings an idle connection.
-pub const HEARTBEAT: Duration = Duration::from_secs(25);
-/// Silence after which a connection is considered dead.
-pub const DEAD_AFTER: Duration = Duration::from_secs(70);
 /// How long a new connection has to authenticate.
 pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest message a client may send.
@@ -38,6 +34,7 @@ mod close {
     pub const TOO_SLOW: u16 = 4008;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
+    pub const SERVER_ERROR: u16 = 1011;
 }
 
 /// The route (under `/api/v1`).
@@ -73,6 +70,7 @@ async fn upgrade(
                 last_sent: 0,
                 last_heard: Instant::now(),
                 logged: HashSet::new(),
+                watching: None,
             };
             conn.run(header_token).await;
         })
@@ -112,6 +110,8 @@ struct Connection {
     last_heard: Instant,
     /// People whose location this viewer has been sent on this connection (logged once each).
     logged: HashSet<i64>,
+    /// The organisation watched (`Some(None)`: all), re-authorised at every heartbeat.
+    watching: Option<Option<i64>>,
 }
 
 enum Flow {
@@ -146,7 +146,7 @@ impl Connection {
 
     /// Waits for `hello`, authenticates, registers, replays what was missed, then serves.
     async fn run(&mut self, header_token: Option<String>) {
-        let (actor, last_seq) = match Box::pin(self.handshake(header_token)).await {
+        let (session, mut actor, last_seq) = match Box::pin(self.handshake(header_token)).await {
             Some(ok) => ok,
             None => return,
         };
@@ -163,7 +163,7 @@ impl Connection {
         };
         let welcome = json!({
             "type": "welcome", "v": PROTOCOL_VERSION, "user_id": actor.user_id, "org_id": actor.org_id,
-            "roles": actor.roles, "last_seq": current, "heartbeat_secs": HEARTBEAT.as_secs(),
+            "roles": actor.roles, "last_seq": current, "heartbeat_secs": self.state.settings.ws_heartbeat_secs.max(1),
         });
         if let Flow::Stop = self.send_json(welcome).await {
             return;
@@ -174,10 +174,11 @@ impl Connection {
         if let Flow::Stop = Box::pin(self.catch_up(actor.user_id, i64::MAX)).await {
             return;
         }
-        self.serve(&actor, &registration, &mut queue).await;
+        self.serve(&session, &mut actor, &registration, &mut queue)
+            .await;
     }
 
-    async fn handshake(&mut self, header_token: Option<String>) -> Option<(Actor, i64)> {
+    async fn handshake(&mut self, header_token: Option<String>) -> Option<(Session, Actor, i64)> {
         let first = tokio::time::timeout(AUTH_DEADLINE, self.socket.recv()).await;
         let text = match first {
             Ok(Some(Ok(Message::Text(t)))) => t,
@@ -235,7 +236,19 @@ impl Connection {
             Err(e) => Err(e),
         };
         match actor {
-            Ok((actor, _)) => Some((actor, last_seq)),
+            Ok((actor, session)) => Some((session, actor, last_seq)),
+            Err(e) if e.status().is_server_error() => {
+                tracing::error!(error = %e, "ws: authenticating");
+                let _ = self
+                    .error(
+                        "server_error",
+                        "the server could not check your session; reconnect".into(),
+                        None,
+                    )
+                    .await;
+                self.close(close::SERVER_ERROR, "server error").await;
+                None
+            }
             Err(e) => {
                 let _ = self.error("unauthorized", e.to_string(), None).await;
                 self.close(close::UNAUTHORIZED, "unauthorized").await;
@@ -278,13 +291,15 @@ impl Connection {
 
     async fn serve(
         &mut self,
-        actor: &Actor,
+        session: &Session,
+        actor: &mut Actor,
         registration: &Registration,
         queue: &mut tokio::sync::mpsc::Receiver<Outbound>,
     ) {
         // The branches below are boxed: the future of a connection that sits idle then holds
         // only the select itself, not the largest branch inline (memory per idle phone).
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let every = Duration::from_secs(self.state.settings.ws_heartbeat_secs.max(1));
+        let mut heartbeat = tokio::time::interval(every);
         heartbeat.tick().await;
         let shutdown = self.state.shutdown.clone();
         loop {
@@ -292,7 +307,7 @@ impl Connection {
                 frame = self.socket.recv() => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
-                        Box::pin(self.on_frame(actor, registration, frame)).await
+                        Box::pin(self.on_frame(session, actor, registration, frame)).await
                     }
                     _ => Flow::Stop,
                 },
@@ -304,7 +319,7 @@ impl Connection {
                         Flow::Stop
                     }
                 },
-                _ = heartbeat.tick() => Box::pin(self.on_heartbeat(actor)).await,
+                _ = heartbeat.tick() => Box::pin(self.on_heartbeat(session, actor)).await,
                 () = shutdown.cancelled() => {
                     self.close(close::GOING_AWAY, "server shutting down: reconnect and resume").await;
                     Flow::Stop
@@ -341,20 +356,35 @@ impl Connection {
         self.send_text(json.to_string()).await
     }
 
-    async fn on_heartbeat(&mut self, actor: &Actor) -> Flow {
-        if self.last_heard.elapsed() > DEAD_AFTER {
+    /// Pings, and re-reads the session and roles: a logout, a deactivation or a revoked role
+    /// since the handshake takes effect here, within one heartbeat.
+    async fn on_heartbeat(&mut self, session: &Session, actor: &mut Actor) -> Flow {
+        // Silence for three heartbeats (pongs count) means the peer is gone.
+        let dead_after = Duration::from_secs(3 * self.state.settings.ws_heartbeat_secs.max(1));
+        if self.last_heard.elapsed() > dead_after {
             self.close(close::GOING_AWAY, "no traffic for too long")
                 .await;
             return Flow::Stop;
         }
-        // The session may have ended (logout, deactivation) since the handshake.
-        let alive = crate::on_reader!(&self.state.db, pool => sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.user_id = $1 AND s.revoked_at IS NULL AND u.active AND s.expires_at > $2")
-            .bind(actor.user_id).bind(crate::db::now_ms()).fetch_one(pool).await);
-        if matches!(alive, Ok(0)) {
-            self.close(close::UNAUTHORIZED, "the session has ended")
-                .await;
+        match load_actor(&self.state, session).await {
+            Ok(fresh) => *actor = fresh,
+            Err(e) if e.status().is_server_error() => {
+                tracing::error!(error = %e, "ws: re-checking a session");
+            }
+            Err(_) => {
+                self.close(close::UNAUTHORIZED, "the session has ended")
+                    .await;
+                return Flow::Stop;
+            }
+        }
+        if let Some(org) = self.watching
+            && authorize(actor, Action::ViewPositions { org_id: org }).is_err()
+        {
+            self.close(
+                close::UNAUTHORIZED,
+                "you may no longer watch these positions",
+            )
+            .await;
             return Flow::Stop;
         }
         match self.socket.send(Message::Ping(Default::default())).await {
@@ -365,6 +395,7 @@ impl Connection {
 
     async fn on_frame(
         &mut self,
+        session: &Session,
         actor: &Actor,
         registration: &Registration,
         frame: Message,
@@ -401,7 +432,8 @@ impl Connection {
                 self.on_position(actor, reference, fixes).await
             }
             ClientMsg::Subscribe { topic, org_id } => {
-                self.on_subscribe(actor, registration, &topic, org_id).await
+                self.on_subscribe(session, registration, &topic, org_id)
+                    .await
             }
         }
     }
@@ -456,11 +488,21 @@ impl Connection {
 
     async fn on_subscribe(
         &mut self,
-        actor: &Actor,
+        session: &Session,
         registration: &Registration,
         topic: &str,
         org_id: Option<i64>,
     ) -> Flow {
+        // Roles are read afresh: one revoked since the handshake must not open the feed.
+        let actor = match load_actor(&self.state, session).await {
+            Ok(a) => a,
+            Err(_) => {
+                self.close(close::UNAUTHORIZED, "the session has ended")
+                    .await;
+                return Flow::Stop;
+            }
+        };
+        let actor = &actor;
         if topic != "positions" {
             return self
                 .error(
@@ -476,6 +518,7 @@ impl Connection {
             return self.error("forbidden", denied.to_string(), None).await;
         }
         self.state.hub.watch(registration, org);
+        self.watching = Some(org);
         self.send_json(json!({"type": "subscribed", "topic": topic, "org_id": org}))
             .await
     }

@@ -345,7 +345,7 @@ pub async fn accept(
             "type": "event", "event": "geofence", "transition": t.event, "subject": kind, "id": id,
             "org_id": org_id, "area_id": t.area_id, "area_name": t.name, "at": t.at,
         });
-        state.hub.publish(org_id, None, &event);
+        state.hub.publish(org_id, about_user, &event);
     }
     Ok((recorded, transitions))
 }

@@ -9,8 +9,8 @@
 //! empty keeps them, and new people default to staff), `active` (`true`/`false`; empty keeps the
 //! person's current state, so an old file never revives people deactivated since; new people
 //! are active). With `?deactivate_missing=true`, active members absent from the file are
-//! deactivated. An org admin's roster never deactivates a system admin or an oversight officer
-//! (their accounts reach beyond the organisation): such a row is refused, and
+//! deactivated. An org admin's roster never changes a system admin or an oversight officer
+//! (their accounts reach beyond the organisation): a row that would is refused, and
 //! `deactivate_missing` passes them over. Every person created, changed or deactivated gets an
 //! audit entry of their own, beside the import's summary.
 
@@ -581,13 +581,15 @@ async fn apply(
                     current.sort();
                     let role_change = p.roles.as_ref().is_some_and(|r| *r != current);
                     let active = p.active.unwrap_or(e.active);
-                    if e.active && !active && !actor.system_admin && privileged(e) {
-                        refused.push(Issue::new(at, format!(
-                            "{} is a system admin or oversight officer; only a system admin can deactivate them", p.email)));
-                        continue;
-                    }
                     if !differs(p, e) && !role_change {
                         report.unchanged += 1;
+                        continue;
+                    }
+                    if !actor.system_admin && privileged(e) {
+                        // Their phone is their SMS fallback and their account reaches beyond the
+                        // organisation: only a system admin changes it.
+                        refused.push(Issue::new(at, format!(
+                            "{} is a system admin or oversight officer; only a system admin can change their account", p.email)));
                         continue;
                     }
                     report.updated += 1;

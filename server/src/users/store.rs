@@ -197,11 +197,13 @@ pub async fn insert_person(
     password_hash: Option<String>,
     actor_id: Option<i64>,
 ) -> AppResult<i64> {
-    let roles = if p.roles.is_empty() {
+    let mut roles = if p.roles.is_empty() {
         vec![Role::Staff]
     } else {
         p.roles.clone()
     };
+    roles.sort();
+    roles.dedup();
     let now = now_ms();
     let (ec_name, ec_phone) = split_contact(p.emergency_contact.as_ref());
     let result: Result<i64, sqlx::Error> = async {
@@ -400,6 +402,13 @@ pub async fn update_person(
     let now = now_ms();
     let result: Result<(), UpdateError> = async {
         in_tx!(db, tx => {
+            if u.active == Some(false) {
+                // The organisation's lock first, as the roster import takes it, so the two never
+                // wait on each other in opposite orders.
+                let org: i64 = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
+                    .bind(id).fetch_one(&mut *tx).await?;
+                lock_organisation(&mut *tx, org).await?;
+            }
             let org_id: i64 = sqlx::query_scalar(
                 "UPDATE users SET name = COALESCE($1, name), phone = COALESCE($2, phone), \
                  duty_station_id = COALESCE($3, duty_station_id), \
@@ -419,8 +428,10 @@ pub async fn update_person(
                 }
             }
             if u.active == Some(false) {
-                lock_organisation(&mut *tx, org_id).await?;
-                if active_org_admins(&mut *tx, org_id).await? == 0 {
+                let is_admin: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM user_roles WHERE user_id = $1 AND role = 'org_admin'")
+                    .bind(id).fetch_one(&mut *tx).await?;
+                if is_admin > 0 && active_org_admins(&mut *tx, org_id).await? == 0 {
                     // Dropping the transaction rolls the deactivation back.
                     return Err(LastAdmin.into());
                 }

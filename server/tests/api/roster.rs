@@ -427,3 +427,21 @@ async fn an_oversized_roster_is_413_sqlite() {
 async fn an_oversized_roster_is_413_postgres() {
     roster_size_limits(Backend::Postgres).await;
 }
+
+on_both_databases! {
+    async fn an_org_admin_roster_cannot_rewrite_an_oversight_officers_contact_details(srv: TestServer) {
+        let o = office(&srv).await;
+        let watcher = srv.user(o.org, &[Role::Oversight], false).await;
+        let (email, name) = email_and_name(&watcher).await;
+        let before = watcher.get("/api/v1/me").await.expect(200);
+        // Their phone is where their SMS alerts go: an org admin must not be able to redirect it.
+        let csv = format!("email,name,phone\n{email},{name},+254700999888\n");
+        let problem = upload(&o.admin, o.org, "", "text/csv", &csv).await.problem(422);
+        assert!(reason_at(&problem, "line 2").contains("only a system admin"));
+        assert_eq!(watcher.get("/api/v1/me").await.expect(200)["phone"], before["phone"]);
+        // The same row from a system admin goes through; an unchanged row is fine for anyone.
+        upload(&o.system_admin, o.org, "", "text/csv", &csv).await.expect(200);
+        let done = upload(&o.admin, o.org, "", "text/csv", &csv).await.expect(200);
+        assert_eq!(done["unchanged"], 1);
+    }
+}

@@ -229,3 +229,55 @@ on_both_databases! {
         assert_eq!(ws.next_of("closed").await["code"], 1001);
     }
 }
+
+/// A server whose sockets re-check sessions and roles every second (storage-independent logic,
+/// so SQLite covers it).
+async fn quick_heartbeat_server() -> TestServer {
+    TestServer::start_with(crate::support::Backend::Sqlite, |s| s.ws_heartbeat_secs = 1)
+        .await
+        .expect("server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_out_session_loses_its_socket_even_if_another_session_lives() {
+    let srv = quick_heartbeat_server().await;
+    let org = srv.org().await;
+    let console = srv.user(org, &[Role::Operator], false).await;
+    let email = console.get("/api/v1/me").await.expect(200)["email"]
+        .as_str()
+        .expect("email")
+        .to_string();
+    let phone = srv.anon().login(&email, crate::support::PASSWORD).await;
+    let (mut ws, _) = Ws::hello(&srv, &console, 0).await;
+    console
+        .post("/api/v1/auth/logout", json!({}))
+        .await
+        .expect(204);
+    assert_eq!(ws.next_of("closed").await["code"], 4001);
+    phone.get("/api/v1/me").await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_operator_stops_receiving_the_live_feed() {
+    let srv = quick_heartbeat_server().await;
+    let org = srv.org().await;
+    let admin = srv.user(org, &[Role::OrgAdmin], false).await;
+    let operator = srv.user(org, &[Role::Staff, Role::Operator], false).await;
+    let (mut feed, _) = Ws::hello(&srv, &operator, 0).await;
+    feed.send(json!({"type": "subscribe", "topic": "positions"}))
+        .await;
+    assert_eq!(feed.next().await["type"], "subscribed");
+    let (mut other, _) = Ws::hello(&srv, &operator, 0).await;
+    admin
+        .delete(&format!(
+            "/api/v1/users/{}/roles/operator",
+            operator.user_id
+        ))
+        .await
+        .expect(200);
+    assert_eq!(feed.next_of("closed").await["code"], 4001);
+    other
+        .send(json!({"type": "subscribe", "topic": "positions"}))
+        .await;
+    assert_eq!(other.next_of("error").await["code"], "forbidden");
+}
