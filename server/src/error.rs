@@ -2,7 +2,6 @@
 //!
 //! 5xx details are logged, never shown to clients; 4xx details say exactly what was wrong.
 
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -281,13 +280,4 @@ pub async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
         }
     }
     out
-}
-
-/// A response body made of a problem, for places that build `Response` by hand.
-pub fn empty_problem(status: StatusCode) -> Response<Body> {
-    problem_response(
-        status,
-        status.canonical_reason().unwrap_or("error").into(),
-        vec![],
-    )
 }

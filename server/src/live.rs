@@ -221,23 +221,6 @@ pub struct Note {
     pub advisory_of: Option<i64>,
 }
 
-/// Stores a message for a person with the next sequence number, then pushes it live.
-pub async fn send_to_user(
-    db: &Db,
-    hub: &Hub,
-    user_id: i64,
-    kind: &'static str,
-    payload: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    let note = Note {
-        user_id,
-        kind,
-        payload: payload.clone(),
-        advisory_of: None,
-    };
-    send_many(db, hub, vec![note]).await
-}
-
 /// Stores many messages in one transaction (each with its person's next sequence number), then
 /// pushes them live. The position writer sends a whole group's geofence messages this way.
 pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx::Error> {

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{Session, load_actor, verify_token};
+use crate::auth::{Session, bearer_token, load_actor, verify_token};
 use crate::live::{Outbound, Registration, StoredMessage, messages_after};
 use crate::policy::{Action, Actor, Role, authorize};
 use crate::positions::{FixIn, Subject, accept, log_access, validate_fixes};
@@ -51,11 +51,8 @@ async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Response {
-    let header_token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+    // A malformed header counts as none: the hello message may still carry a token.
+    let header_token = bearer_token(&headers).ok().flatten().map(str::to_string);
     // tungstenite's default buffers are 128 KiB each way per connection: gigabytes at 100,000
     // phones. Messages here are small; 4 KiB reads and eager writes keep an idle phone cheap.
     ws.read_buffer_size(4 * 1024)

@@ -329,11 +329,12 @@ pub fn verify_token(state: &AppState, token: &str) -> AppResult<Session> {
     })
 }
 
-fn bearer(parts: &Parts) -> AppResult<&str> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| AppError::Unauthorized("missing Authorization: Bearer <token>".into()))?;
+/// The token of an `Authorization: Bearer …` header: `Ok(None)` without the header, an error
+/// for a header of another kind.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> AppResult<Option<&str>> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     value
         .to_str()
         .ok()
@@ -341,10 +342,15 @@ fn bearer(parts: &Parts) -> AppResult<&str> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim)
+        .map(|t| Some(t.trim()))
         .ok_or_else(|| {
             AppError::Unauthorized("the Authorization header is not a Bearer token".into())
         })
+}
+
+fn bearer(parts: &Parts) -> AppResult<&str> {
+    bearer_token(&parts.headers)?
+        .ok_or_else(|| AppError::Unauthorized("missing Authorization: Bearer <token>".into()))
 }
 
 impl FromRequestParts<AppState> for Session {

@@ -75,6 +75,17 @@ impl Ws {
     }
 }
 
+/// Stores and pushes one message to a person, as the server does for its own messages.
+async fn send(srv: &TestServer, user_id: i64, payload: Value) -> Result<(), sqlx::Error> {
+    let note = vigil_server::live::Note {
+        user_id,
+        kind: "test",
+        payload,
+        advisory_of: None,
+    };
+    vigil_server::live::send_many(&srv.state.db, &srv.state.hub, vec![note]).await
+}
+
 fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
     json!({"lat": lat, "lon": lon, "accuracy_m": 5.0, "recorded_at": Timestamp(now_ms() - ms_ago).to_rfc3339()})
 }
@@ -175,12 +186,12 @@ on_both_databases! {
         let filler = "x".repeat(32 * 1024);
         let total = 600;
         for i in 1..=total {
-            vigil_server::live::send_to_user(&srv.state.db, &srv.state.hub, slow_user.user_id, "test", &json!({"i": i, "filler": filler}))
+            send(&srv, slow_user.user_id, json!({"i": i, "filler": filler}))
                 .await.expect("store");
         }
         assert_eq!(srv.state.hub.connections_of(slow_user.user_id), 0, "the slow connection was cut off");
         let started = std::time::Instant::now();
-        vigil_server::live::send_to_user(&srv.state.db, &srv.state.hub, fast_user.user_id, "test", &json!({"hello": true}))
+        send(&srv, fast_user.user_id, json!({"hello": true}))
             .await.expect("store");
         assert_eq!(fast.next_of("message").await["payload"]["hello"], true);
         assert!(started.elapsed() < Duration::from_secs(2), "others are not slowed down");
@@ -280,4 +291,29 @@ async fn a_revoked_operator_stops_receiving_the_live_feed() {
         .send(json!({"type": "subscribe", "topic": "positions"}))
         .await;
     assert_eq!(other.next_of("error").await["code"], "forbidden");
+}
+
+/// Native clients may authenticate with a header instead of the token in `hello`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_client_authenticates_with_a_bearer_header() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let srv = TestServer::start(crate::support::Backend::Sqlite)
+        .await
+        .expect("server");
+    let org = srv.org().await;
+    let staff = srv.user(org, &[Role::Staff], false).await;
+    let url = format!("{}/api/v1/ws", srv.url.replace("http://", "ws://"));
+    let mut request = url.into_client_request().expect("request");
+    let bearer = format!("Bearer {}", staff.token.as_deref().expect("token"));
+    request
+        .headers_mut()
+        .insert("authorization", bearer.parse().expect("header"));
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connects");
+    let mut ws = Ws { socket };
+    ws.send(json!({"type": "hello", "last_seq": 0})).await;
+    let welcome = ws.next().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["user_id"], staff.user_id);
 }
