@@ -188,6 +188,46 @@ impl Shape {
         }
     }
 
+    /// Whether the two outlines share any point (an alert drawn over part of a followed area
+    /// reaches its followers). A circle is compared as a 64-sided polygon inscribed in it, and
+    /// outlines are taken in plain longitude/latitude, so shapes crossing the antimeridian may
+    /// be missed: generous enough for "who follows somewhere under this alert".
+    pub fn intersects(&self, other: &Shape) -> bool {
+        use geo::Intersects;
+        if let (
+            ShapeGeometry::Circle { lon, lat, radius_m },
+            ShapeGeometry::Circle {
+                lon: lon2,
+                lat: lat2,
+                radius_m: r2,
+            },
+        ) = (&self.geometry, &other.geometry)
+        {
+            return geodesy::geodesic_m(*lon, *lat, *lon2, *lat2) <= radius_m + r2;
+        }
+        self.as_polygons().intersects(&other.as_polygons())
+    }
+
+    fn as_polygons(&self) -> MultiPolygon<f64> {
+        match &self.geometry {
+            ShapeGeometry::Polygons(mp) => mp.clone(),
+            ShapeGeometry::Circle { lon, lat, radius_m } => {
+                const SIDES: u32 = 64;
+                let m_per_deg_lon = (M_PER_DEG * lat.to_radians().cos()).max(1.0);
+                let ring: Vec<Coord<f64>> = (0..=SIDES)
+                    .map(|i| {
+                        let a = f64::from(i % SIDES) * std::f64::consts::TAU / f64::from(SIDES);
+                        Coord {
+                            x: lon + radius_m * a.sin() / m_per_deg_lon,
+                            y: (lat + radius_m * a.cos() / M_PER_DEG).clamp(-90.0, 90.0),
+                        }
+                    })
+                    .collect();
+                MultiPolygon(vec![Polygon::new(LineString(ring), Vec::new())])
+            }
+        }
+    }
+
     /// Whether the point lies inside or on the border of the shape.
     pub fn contains(&self, lon: f64, lat: f64) -> bool {
         if !(lon.is_finite() && lat.is_finite()) {
@@ -1039,6 +1079,37 @@ mod tests {
 
     fn square(x0: f64, y0: f64, x1: f64, y1: f64) -> Vec<[f64; 2]> {
         vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    }
+
+    #[test]
+    fn intersection_of_polygons_and_circles() {
+        let nairobi = Shape::from_rings(&[vec![square(36.6, -1.45, 37.1, -1.15)]]).unwrap();
+        let overlapping = Shape::from_rings(&[vec![square(37.0, -1.3, 37.5, -1.0)]]).unwrap();
+        let far = Shape::from_rings(&[vec![square(39.0, -4.2, 39.8, -3.9)]]).unwrap();
+        assert!(nairobi.intersects(&overlapping) && overlapping.intersects(&nairobi));
+        assert!(!nairobi.intersects(&far));
+        // A 5 km circle 3 km east of the square's edge reaches it; a 1 km one does not.
+        let east = 37.1 + 3_000.0 / (M_PER_DEG * 1.3_f64.to_radians().cos());
+        assert!(
+            Shape::circle(east, -1.3, 5_000.0)
+                .unwrap()
+                .intersects(&nairobi)
+        );
+        assert!(
+            !Shape::circle(east, -1.3, 1_000.0)
+                .unwrap()
+                .intersects(&nairobi)
+        );
+        // A circle wholly inside, and a polygon wholly inside a circle.
+        assert!(
+            Shape::circle(36.8, -1.3, 500.0)
+                .unwrap()
+                .intersects(&nairobi)
+        );
+        assert!(nairobi.intersects(&Shape::circle(36.85, -1.3, 200_000.0).unwrap()));
+        let a = Shape::circle(36.8, -1.3, 1_000.0).unwrap();
+        assert!(a.intersects(&Shape::circle(36.8, -1.315, 800.0).unwrap()));
+        assert!(!a.intersects(&Shape::circle(36.8, -1.33, 800.0).unwrap()));
     }
 
     #[test]

@@ -79,6 +79,12 @@ pub struct Fixture {
     pub users: Vec<Credentials>,
     pub area_ids: Vec<i64>,
     pub grid: Grid,
+    /// An adviser of the organisation, who sends `broadcast`'s alerts (absent in older files).
+    #[serde(default)]
+    pub adviser: Option<Credentials>,
+    /// Staff without a password whose trackers report for them (`setup --offline`).
+    #[serde(default)]
+    pub offline: Vec<crate::offline::OfflineStaff>,
 }
 
 /// Where the areas lie: `areas` squares side by side along a band of latitude.

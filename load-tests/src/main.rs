@@ -1,10 +1,7 @@
 //! `vigil-load`: the load generator (see README.md for the scenarios and the exact commands).
 
-mod client;
-mod connect;
-mod positions;
-mod setup;
-mod stats;
+// The scenarios live in the library (src/lib.rs) so that the in-suite test runs them too.
+use vigil_load::{broadcast, client, connect, positions, setup, stats};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +57,10 @@ enum Scenario {
         /// Square security areas to draw.
         #[arg(long, default_value_t = 4)]
         areas: usize,
+        /// Staff without passwords whose trackers report for them: alert recipients beyond
+        /// the sockets one process can hold (`broadcast --offline`).
+        #[arg(long, default_value_t = 0)]
+        offline: usize,
         /// Users created at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
@@ -151,6 +152,58 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Geofenced broadcast: an adviser's alert to a polygon holding K of N connected devices
+    /// (+ M offline recipients), R times; POST→201, delivery latency, receipts, console counts;
+    /// with --peer-mqtt the same fan-out through Mosquitto.
+    Broadcast {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup` (with its adviser and offline staff).
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// Tokens written by `vigil-load login` (default: log in now), one per device.
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+        /// N: devices to connect, each its own staff user.
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        devices: usize,
+        /// K_connected: of those, devices whose position is inside the alert's polygon.
+        #[arg(long, short = 'k', default_value_t = 500)]
+        inside: usize,
+        /// M: offline staff (from `setup --offline`) inside the polygon; K_total = K + M.
+        #[arg(long, default_value_t = 0)]
+        offline: usize,
+        /// R: alerts to send, one after the other.
+        #[arg(long, short = 'r', default_value_t = 3)]
+        rounds: usize,
+        /// The alert's fresh_within_secs (positions older than this are not inside).
+        #[arg(long, default_value_t = 900)]
+        fresh_within_secs: i64,
+        /// Seconds between alerts.
+        #[arg(long, default_value_t = 10.0)]
+        pause_secs: f64,
+        /// Longest wait, in seconds, for one alert's copies, receipts and counts.
+        #[arg(long, default_value_t = 60)]
+        round_timeout_secs: u64,
+        /// Handshakes in flight while connecting.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Client source addresses 127.0.0.2… for the WebSockets (MQTT uses the next ones).
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// The Mosquitto peer (loopback), e.g. 127.0.0.1:1883: the same fan-out, measured after.
+        #[arg(long)]
+        peer_mqtt: Option<std::net::SocketAddr>,
+        /// The broker's process id, for its RSS and CPU.
+        #[arg(long)]
+        peer_pid: Option<u32>,
+        /// The server's process id, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 async fn probe(url: String, requests: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -215,6 +268,7 @@ async fn main() -> anyhow::Result<()> {
             org,
             users,
             areas,
+            offline,
             concurrency,
             out,
         } => {
@@ -228,10 +282,12 @@ async fn main() -> anyhow::Result<()> {
                 org_short: org,
                 users,
                 areas,
+                offline,
                 concurrency,
                 out,
             })
             .await
+            .map(drop)
         }
         Scenario::Login {
             url,
@@ -242,14 +298,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let target = Target::parse(&url)?;
             let fixture = Fixture::read(&users_file)?;
-            let tokens = client::login_many(&target, &fixture.users, count, concurrency).await?;
-            std::fs::write(&out, serde_json::to_string(&tokens)? + "\n")?;
-            println!(
-                "login: {} access tokens written to {}",
-                tokens.len(),
-                out.display()
-            );
-            Ok(())
+            setup::login_to_file(&target, &fixture, count, concurrency, &out)
+                .await
+                .map(drop)
         }
         Scenario::Connect {
             url,
@@ -298,6 +349,43 @@ async fn main() -> anyhow::Result<()> {
             fixes_per_message,
             outside,
             sources,
+            probe: ServerProbe { pid: server_pid },
+            json,
+        })
+        .await
+        .map(drop),
+        Scenario::Broadcast {
+            url,
+            users_file,
+            tokens_file,
+            devices,
+            inside,
+            offline,
+            rounds,
+            fresh_within_secs,
+            pause_secs,
+            round_timeout_secs,
+            concurrency,
+            sources,
+            peer_mqtt,
+            peer_pid,
+            server_pid,
+            json,
+        } => broadcast::broadcast(broadcast::BroadcastOpts {
+            target: Target::parse(&url)?,
+            fixture: Fixture::read(&users_file)?,
+            tokens_file,
+            devices,
+            inside,
+            offline,
+            rounds,
+            fresh_within_secs,
+            pause: Duration::from_secs_f64(pause_secs.max(0.0)),
+            round_timeout: Duration::from_secs(round_timeout_secs),
+            concurrency,
+            sources,
+            peer_mqtt,
+            peer_pid,
             probe: ServerProbe { pid: server_pid },
             json,
         })

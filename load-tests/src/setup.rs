@@ -1,5 +1,6 @@
-//! `setup`: as a system admin, creates an organisation, K staff with passwords and a row of
-//! square security areas, and writes them to a users file the scenarios read.
+//! `setup`: as a system admin, creates an organisation, K staff with passwords, an adviser,
+//! optionally M staff without phones (`--offline`, see `offline.rs`) and a row of square
+//! security areas, and writes them to a users file the scenarios read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,11 +21,14 @@ pub struct SetupOpts {
     pub org_short: String,
     pub users: usize,
     pub areas: usize,
+    /// Staff without passwords whose trackers report for them (alert recipients beyond the
+    /// sockets one process can hold).
+    pub offline: usize,
     pub concurrency: usize,
     pub out: std::path::PathBuf,
 }
 
-pub async fn setup(o: SetupOpts) -> anyhow::Result<()> {
+pub async fn setup(o: SetupOpts) -> anyhow::Result<Fixture> {
     let http = reqwest::Client::new();
     let token = login(&http, &o.target, &o.admin_email, &o.admin_password)
         .await
@@ -106,6 +110,36 @@ pub async fn setup(o: SetupOpts) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    // The adviser who sends `broadcast`'s alerts (409: an earlier run made them).
+    let adviser = Credentials {
+        email: format!("adviser@{short}.load.example"),
+        password: "load-test-adviser-password".into(),
+    };
+    let resp = http
+        .post(format!("{api}/organisations/{org_id}/users"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "email": adviser.email, "name": "Load Adviser",
+            "password": adviser.password, "roles": ["adviser"],
+        }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() && status != StatusCode::CONFLICT {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("creating the adviser: {status}: {body}");
+    }
+    let offline = crate::offline::prepare(
+        &http,
+        &o.target,
+        &token,
+        org_id,
+        &o.org_short,
+        o.offline,
+        o.concurrency.max(16),
+    )
+    .await?;
+
     // A row of squares near Juba with gaps between them: a device walking east along the band
     // enters and leaves each in turn.
     let grid = Grid {
@@ -153,18 +187,42 @@ pub async fn setup(o: SetupOpts) -> anyhow::Result<()> {
         users,
         area_ids,
         grid,
+        adviser: Some(adviser),
+        offline,
     };
-    write_fixture(&o.out, &fixture)
+    write_fixture(&o.out, &fixture)?;
+    Ok(fixture)
+}
+
+/// `login`: logs the first `count` users of the fixture in and writes their access tokens to
+/// `out` (a JSON array); returns them.
+pub async fn login_to_file(
+    target: &Target,
+    fixture: &Fixture,
+    count: usize,
+    concurrency: usize,
+    out: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let tokens = crate::client::login_many(target, &fixture.users, count, concurrency).await?;
+    std::fs::write(out, serde_json::to_string(&tokens)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "login: {} access tokens written to {}",
+        tokens.len(),
+        out.display()
+    );
+    Ok(tokens)
 }
 
 fn write_fixture(path: &Path, f: &Fixture) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(f)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "setup: on {}: organisation id {}, {} staff, {} areas; written to {}",
+        "setup: on {}: organisation id {}, {} staff, an adviser, {} offline staff, {} areas; written to {}",
         f.url,
         f.org_id,
         f.users.len(),
+        f.offline.len(),
         f.area_ids.len(),
         path.display()
     );

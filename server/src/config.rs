@@ -40,16 +40,89 @@ pub struct Settings {
     pub position_retention_days: u64,
     /// Most fixes accepted in one upload.
     pub max_fixes_per_batch: usize,
+    /// How often the newest fix of each moved subject is written to `last_positions`
+    /// (write-behind, milliseconds); after a crash they are restored from the history.
+    pub position_flush_ms: u64,
     /// How often the server pings each WebSocket and re-checks its session and roles; three
     /// silent intervals close the connection.
     pub ws_heartbeat_secs: u64,
     /// How often areas whose validity window opened or closed are re-evaluated for the people
     /// inside them.
     pub area_validity_check_secs: u64,
+    /// How long an alert applies when its sender gives no expiry.
+    pub alert_default_expiry_hours: u64,
+    /// Default freshness limit: a position older than this does not count as "inside" an
+    /// alert's target (the sender may set another per alert).
+    pub alert_position_max_age_secs: i64,
+    /// Seconds after sending at which copies no device has confirmed go to web push.
+    pub alert_push_after_secs: u64,
+    /// Seconds after the push at which copies still unconfirmed go by SMS (if the alert allows).
+    pub alert_sms_after_secs: u64,
     /// `text` for people, `json` for log shippers.
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `vigil_server=debug,info`.
     pub log_level: String,
+    /// An XYZ raster tile URL template (`https://…/{z}/{x}/{y}.png`) for the console's map;
+    /// empty: the built-in offline country outlines only (field offices are often offline).
+    pub map_tiles_url: String,
+    /// Credit line the tile server's licence asks for, shown on the map.
+    pub map_tiles_attribution: String,
+    /// The VAPID `sub` claim: a `mailto:` or `https:` contact that push services use to reach
+    /// the operator of this deployment about its traffic.
+    pub push_subject: String,
+    /// Accept `http://` push endpoints on 127.0.0.1, `::1` and `localhost` (tests, local
+    /// development); off, so that users cannot point the server at plain-text local services.
+    pub push_allow_insecure_localhost: bool,
+    /// Most web-push requests in flight at once from this node.
+    pub push_concurrency: usize,
+    /// Seconds a push service has to answer one message.
+    pub push_timeout_secs: u64,
+    /// Which SMS gateway sends text messages: `none`, `generic` or `twilio`.
+    pub sms_provider: SmsProvider,
+    /// Sender of text messages: an E.164 number or an alphanumeric sender id.
+    pub sms_from: String,
+    /// Seconds the SMS gateway has to answer one message.
+    pub sms_timeout_secs: u64,
+    /// Generic gateway: the URL messages are sent to.
+    pub sms_generic_url: String,
+    /// Generic gateway: `POST`, `PUT` or `GET` (GET sends the form fields as the query string).
+    pub sms_generic_method: String,
+    /// Generic gateway: one header sent with every message, `Name: value` (a secret).
+    pub sms_generic_auth_header: String,
+    /// Generic gateway: `json` or `form`, the shape of `sms_generic_body`.
+    pub sms_generic_format: SmsBodyFormat,
+    /// Generic gateway: the body, with `{to}`, `{from}` and `{text}` placeholders in its values.
+    pub sms_generic_body: String,
+    /// Generic gateway: JSON pointer to the provider's message id in its answer (empty: none).
+    pub sms_generic_id_pointer: String,
+    /// Twilio: the account SID.
+    pub sms_twilio_account_sid: String,
+    /// Twilio: the auth token (a secret).
+    pub sms_twilio_auth_token: String,
+    /// Twilio: the API base URL (overridden in tests).
+    pub sms_twilio_base_url: String,
+}
+
+/// Which SMS gateway to use.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// No SMS: people without the app or data are reached by nothing else.
+    None,
+    /// Any HTTP gateway, described by the `sms_generic_*` settings.
+    Generic,
+    /// Twilio's Messages API.
+    Twilio,
+}
+
+/// Shape of the generic SMS gateway's request body.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsBodyFormat {
+    /// A JSON document.
+    Json,
+    /// `application/x-www-form-urlencoded` fields.
+    Form,
 }
 
 /// Shape of log lines.
@@ -79,10 +152,33 @@ impl Default for Settings {
             shutdown_grace_secs: 20,
             position_retention_days: 14,
             max_fixes_per_batch: 1000,
+            position_flush_ms: 1000,
             ws_heartbeat_secs: 25,
             area_validity_check_secs: 30,
+            alert_default_expiry_hours: 24,
+            alert_position_max_age_secs: 6 * 3600,
+            alert_push_after_secs: 5,
+            alert_sms_after_secs: 60,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            map_tiles_url: String::new(),
+            map_tiles_attribution: String::new(),
+            push_subject: "mailto:webpush-contact@vigil.invalid".into(),
+            push_allow_insecure_localhost: false,
+            push_concurrency: 32,
+            push_timeout_secs: 10,
+            sms_provider: SmsProvider::None,
+            sms_from: String::new(),
+            sms_timeout_secs: 10,
+            sms_generic_url: String::new(),
+            sms_generic_method: "POST".into(),
+            sms_generic_auth_header: String::new(),
+            sms_generic_format: SmsBodyFormat::Json,
+            sms_generic_body: r#"{"to": "{to}", "from": "{from}", "text": "{text}"}"#.into(),
+            sms_generic_id_pointer: String::new(),
+            sms_twilio_account_sid: String::new(),
+            sms_twilio_auth_token: String::new(),
+            sms_twilio_base_url: "https://api.twilio.com".into(),
         }
     }
 }
@@ -133,6 +229,23 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How a secret setting appears in logs: whether it is set, never its value.
+fn secret(value: &str) -> &'static str {
+    if value.is_empty() { "(unset)" } else { "***" }
+}
+
+/// The scheme and host of a URL, without credentials, path or query.
+fn url_host_only(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return secret(url).to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..host_end];
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    format!("{}{host}/…", &url[..scheme_end + 3])
+}
+
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
@@ -150,10 +263,50 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("position_retention_days", &self.position_retention_days)
             .field("max_fixes_per_batch", &self.max_fixes_per_batch)
+            .field("position_flush_ms", &self.position_flush_ms)
             .field("ws_heartbeat_secs", &self.ws_heartbeat_secs)
             .field("area_validity_check_secs", &self.area_validity_check_secs)
+            .field(
+                "alert_default_expiry_hours",
+                &self.alert_default_expiry_hours,
+            )
+            .field(
+                "alert_position_max_age_secs",
+                &self.alert_position_max_age_secs,
+            )
+            .field("alert_push_after_secs", &self.alert_push_after_secs)
+            .field("alert_sms_after_secs", &self.alert_sms_after_secs)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("map_tiles_url", &self.map_tiles_url)
+            .field("map_tiles_attribution", &self.map_tiles_attribution)
+            .field("push_subject", &self.push_subject)
+            .field(
+                "push_allow_insecure_localhost",
+                &self.push_allow_insecure_localhost,
+            )
+            .field("push_concurrency", &self.push_concurrency)
+            .field("push_timeout_secs", &self.push_timeout_secs)
+            .field("sms_provider", &self.sms_provider)
+            .field("sms_from", &self.sms_from)
+            .field("sms_timeout_secs", &self.sms_timeout_secs)
+            // The URL and body of a generic gateway often carry credentials (Kannel's
+            // `password=`), so only the host is shown.
+            .field("sms_generic_url", &url_host_only(&self.sms_generic_url))
+            .field("sms_generic_method", &self.sms_generic_method)
+            .field(
+                "sms_generic_auth_header",
+                &secret(&self.sms_generic_auth_header),
+            )
+            .field("sms_generic_format", &self.sms_generic_format)
+            .field("sms_generic_body", &secret(&self.sms_generic_body))
+            .field("sms_generic_id_pointer", &self.sms_generic_id_pointer)
+            .field("sms_twilio_account_sid", &self.sms_twilio_account_sid)
+            .field(
+                "sms_twilio_auth_token",
+                &secret(&self.sms_twilio_auth_token),
+            )
+            .field("sms_twilio_base_url", &self.sms_twilio_base_url)
             .finish()
     }
 }
@@ -174,6 +327,17 @@ mod tests {
             ..Settings::default()
         };
         assert!(!format!("{s:?}").contains("pw@"));
+        let s = Settings {
+            sms_generic_url: "https://u:pw@sms.example/send?password=hunter2".into(),
+            sms_generic_body: "password=hunter2&to={to}".into(),
+            sms_twilio_auth_token: "tok3n".into(),
+            ..Settings::default()
+        };
+        let shown = format!("{s:?}");
+        for secret in ["hunter2", "pw", "tok3n"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
+        assert!(shown.contains("https://sms.example/"));
     }
 
     #[test]

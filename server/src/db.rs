@@ -140,6 +140,38 @@ impl Db {
         Ok(())
     }
 
+    /// A sub-select of the integers in the JSON array bound at `$n` (column `value`): how one
+    /// statement takes a set of ids of any size on both backends.
+    pub fn json_ints(&self, n: usize) -> String {
+        match self {
+            Db::Sqlite { .. } => format!("SELECT value FROM json_each(${n})"),
+            Db::Postgres(_) => {
+                format!("SELECT value::bigint AS value FROM jsonb_array_elements_text(${n}::jsonb)")
+            }
+        }
+    }
+
+    /// A sub-select of the strings in the JSON array bound at `$n` (column `value`).
+    pub fn json_texts(&self, n: usize) -> String {
+        match self {
+            Db::Sqlite { .. } => format!("SELECT value FROM json_each(${n})"),
+            Db::Postgres(_) => format!("SELECT value FROM jsonb_array_elements_text(${n}::jsonb)"),
+        }
+    }
+
+    /// A sub-select of `[integer, text]` pairs in the JSON array bound at `$n` (columns `id`,
+    /// `tag`).
+    pub fn json_pairs(&self, n: usize) -> String {
+        match self {
+            Db::Sqlite { .. } => format!(
+                "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS tag FROM json_each(${n})"
+            ),
+            Db::Postgres(_) => format!(
+                "SELECT (e->>0)::bigint AS id, e->>1 AS tag FROM jsonb_array_elements(${n}::jsonb) AS e"
+            ),
+        }
+    }
+
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         on_reader!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())

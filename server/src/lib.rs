@@ -3,17 +3,24 @@
 //! Layout: one module per capability, each owning its routes, queries and types —
 //! [`auth`] (login, tokens, the [`policy::Actor`] extractor), [`orgs`], [`users`] (profiles,
 //! roles, roster import, reports), [`duty_stations`], [`areas`] (security areas as GeoJSON),
-//! [`positions`] (fixes, location modes, followed areas, the operator view and its access log);
-//! shared plumbing beside them — [`config`], [`db`], [`error`], [`policy`], [`keys`],
-//! [`metrics`], [`health`], [`openapi`]; and [`demo`], which seeds a believable deployment.
+//! [`positions`] (fixes, location modes, followed areas, the operator view and its access log),
+//! [`assets`], [`ingest`] (third-party trackers), [`alerts`] (targeting, the delivery ledger,
+//! fallbacks, CAP import and export), [`rollcall`], [`sos`], and the channels [`ws`]/[`live`]
+//! (the socket and its hub), [`push`] (web push) and [`sms`]; [`cap`] reads and writes OASIS
+//! CAP 1.2; shared plumbing beside them — [`config`], [`db`], [`error`], [`policy`], [`keys`],
+//! [`metrics`], [`health`], [`openapi`]; [`web`], the console and staff web app built into the
+//! binary; and [`demo`], which seeds a believable deployment.
 //!
 //! The binary (`vigil`) is a thin CLI over [`start`], [`router`] and [`serve`]; tests and the
 //! load generator use the same entry points.
 
+pub mod alerts;
 pub mod areas;
 pub mod assets;
 pub mod audit;
 pub mod auth;
+pub mod cap;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -28,7 +35,13 @@ pub mod openapi;
 pub mod orgs;
 pub mod policy;
 pub mod positions;
+pub mod push;
+pub mod rollcall;
+pub mod sms;
+pub mod sos;
+pub mod sweeper;
 pub mod users;
+pub mod web;
 pub mod ws;
 
 use std::future::Future;
@@ -70,8 +83,16 @@ pub struct AppState {
     pub hub: Arc<live::Hub>,
     /// The single writer of positions (group commit, ordered with mode switches).
     pub positions: positions::PositionWriter,
+    /// The single writer of alert delivery steps (batched), which also publishes counts.
+    pub ledger: alerts::LedgerWriter,
+    /// The single writer of roll-call answers (batched, acknowledged after commit).
+    pub answers: rollcall::AnswerWriter,
     /// Cancelled when the server begins to shut down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// The web-push sender (VAPID-signed, encrypted, bounded in flight).
+    pub push: push::Pusher,
+    /// The SMS gateway chosen by `sms_provider` (possibly none).
+    pub sms: sms::Sms,
 }
 
 /// Opens the database, applies migrations and loads (or makes) the keys.
@@ -79,6 +100,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     let db = Db::connect(&settings.database_url, settings.db_max_connections).await?;
     db.migrate().await?;
     let keys = Keys::load_or_create(&db).await?;
+    let pusher = push::Pusher::new(&settings, &keys.vapid)?;
+    let sms_gateway = sms::Sms::from_settings(&settings)?;
     let area_index = areas::load_index(&db).await?;
     let mut tracker = vigil_geofences::Tracker::with_areas(area_index);
     let skipped = tracker.load(positions::load_latest(&db).await?);
@@ -91,7 +114,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     let tracker = Arc::new(std::sync::RwLock::new(tracker));
     let hub = Arc::new(live::Hub::default());
     let state = AppState {
-        positions: positions::PositionWriter::spawn(db.clone(), tracker.clone(), hub.clone()),
+        positions: positions::PositionWriter::spawn(
+            db.clone(),
+            tracker.clone(),
+            hub.clone(),
+            Duration::from_millis(settings.position_flush_ms),
+        ),
+        ledger: alerts::LedgerWriter::spawn(db.clone(), hub.clone()),
+        answers: rollcall::AnswerWriter::spawn(db.clone(), hub.clone()),
         hub,
         tracker,
         db,
@@ -99,9 +129,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         keys: Arc::new(keys),
         metrics: Arc::new(Metrics::default()),
         shutdown: CancellationToken::new(),
+        push: pusher,
+        sms: sms_gateway,
     };
     positions::spawn_retention(&state);
     positions::spawn_validity_watch(&state);
+    alerts::fallback::spawn(&state);
+    rollcall::spawn_reminders(&state);
+    chat::spawn_fanout_sweep(&state);
     Ok(state)
 }
 
@@ -118,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(openapi::routes(openapi))
         .merge(auth::well_known_routes())
+        .merge(web::routes(&state.settings))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -161,6 +197,7 @@ pub async fn serve(
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
     let token = state.shutdown.clone();
     let db = state.db.clone();
+    let positions = state.positions.clone();
     let app = router(state);
     let stopping = token.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -178,6 +215,10 @@ pub async fn serve(
                 server.abort();
             }
         },
+    }
+    // Last positions are written behind: write the pending ones before the pool closes.
+    if let Err(e) = positions.flush().await {
+        tracing::error!(error = %e, "flushing last positions at shutdown");
     }
     db.close().await;
     Ok(())

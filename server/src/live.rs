@@ -34,15 +34,20 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
-    /// The message as sent on the socket.
+    /// The message as sent on the socket. The payload is stored JSON and is spliced in as it
+    /// is: an alert to 50,000 people must not be parsed 50,000 times.
     pub fn to_wire(&self) -> String {
-        let payload: serde_json::Value =
-            serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null);
-        serde_json::json!({
-            "type": "message", "seq": self.seq, "kind": self.kind,
-            "at": self.created_at, "payload": payload,
-        })
-        .to_string()
+        let kind = serde_json::Value::from(self.kind.as_str());
+        let at = serde_json::Value::from(self.created_at.to_rfc3339());
+        let payload = if self.payload.is_empty() {
+            "null"
+        } else {
+            &self.payload
+        };
+        format!(
+            r#"{{"type":"message","seq":{},"kind":{kind},"at":{at},"payload":{payload}}}"#,
+            self.seq
+        )
     }
 }
 
@@ -78,6 +83,8 @@ struct Inner {
     next_id: u64,
     by_user: HashMap<i64, Vec<Conn>>,
     watchers: HashMap<u64, Watcher>,
+    /// Connections following alert delivery counts of an organisation (`None`: all).
+    alert_watchers: HashMap<u64, Watcher>,
 }
 
 /// The registry of live connections on this node.
@@ -105,6 +112,7 @@ impl Drop for Registration {
             }
         }
         inner.watchers.remove(&self.id);
+        inner.alert_watchers.remove(&self.id);
     }
 }
 
@@ -153,25 +161,101 @@ impl Hub {
         self.lock().by_user.get(&user_id).map_or(0, Vec::len)
     }
 
-    /// Pushes a stored message to every connection of its person, cutting off any that lag.
-    pub fn deliver(&self, user_id: i64, msg: Arc<StoredMessage>) {
+    /// Sends a live event (not stored, not numbered: chat receipts, typing) to every connection
+    /// of a person on this node; returns how many took it. A full queue skips the event rather
+    /// than cutting the connection: what it says can be read again (receipts) or is moot soon.
+    pub fn notify(&self, user_id: i64, json: &Arc<str>) -> usize {
+        let inner = self.lock();
+        let Some(conns) = inner.by_user.get(&user_id) else {
+            return 0;
+        };
+        conns
+            .iter()
+            .filter(|c| {
+                let event = Outbound::Event {
+                    about_user: None,
+                    json: json.clone(),
+                };
+                c.tx.try_send(event).is_ok()
+            })
+            .count()
+    }
+
+    /// Pushes a stored message to every connection of its person, cutting off any that lag;
+    /// returns how many connections took it.
+    pub fn deliver(&self, user_id: i64, msg: Arc<StoredMessage>) -> usize {
         let mut inner = self.lock();
         let Inner {
-            by_user, watchers, ..
+            by_user,
+            watchers,
+            alert_watchers,
+            ..
         } = &mut *inner;
-        if let Some(conns) = by_user.get_mut(&user_id) {
-            conns.retain(|c| match c.tx.try_send(Outbound::Message(msg.clone())) {
-                Ok(()) => true,
-                Err(_) => {
-                    tracing::info!(
-                        user_id,
-                        conn = c.id,
-                        "connection too slow; cut off to resume later"
-                    );
-                    watchers.remove(&c.id);
-                    false
-                }
-            });
+        let Some(conns) = by_user.get_mut(&user_id) else {
+            return 0;
+        };
+        conns.retain(|c| match c.tx.try_send(Outbound::Message(msg.clone())) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::info!(
+                    user_id,
+                    conn = c.id,
+                    "connection too slow; cut off to resume later"
+                );
+                watchers.remove(&c.id);
+                alert_watchers.remove(&c.id);
+                false
+            }
+        });
+        conns.len()
+    }
+
+    /// Pushes one stored message per person (`(person, seq)`, same kind and payload) to their
+    /// connections; returns the people at least one connection took it for.
+    pub fn deliver_each(&self, kind: &str, payload: &str, seqs: &[(i64, i64)]) -> Vec<i64> {
+        let created_at = Timestamp(now_ms());
+        seqs.iter()
+            .filter(|(user, seq)| {
+                let msg = StoredMessage {
+                    seq: *seq,
+                    kind: kind.to_string(),
+                    payload: payload.to_string(),
+                    created_at,
+                };
+                self.deliver(*user, Arc::new(msg)) > 0
+            })
+            .map(|(user, _)| *user)
+            .collect()
+    }
+
+    /// Makes a registered connection also receive alert delivery counts of `org` (`None`: all).
+    pub fn watch_alerts(&self, reg: &Registration, org: Option<i64>) {
+        let mut inner = self.lock();
+        let tx = inner
+            .by_user
+            .get(&reg.user_id)
+            .and_then(|conns| conns.iter().find(|c| c.id == reg.id))
+            .map(|c| c.tx.clone());
+        if let Some(tx) = tx {
+            inner.alert_watchers.insert(reg.id, Watcher { org, tx });
+        }
+    }
+
+    /// Sends an alert's delivery counts to the connections following `org`'s alerts. A watcher
+    /// too slow for these is skipped, not cut: the next update supersedes this one.
+    pub fn publish_alert_event(&self, org: i64, event: &serde_json::Value) {
+        let inner = self.lock();
+        if inner.alert_watchers.is_empty() {
+            return;
+        }
+        let json: Arc<str> = event.to_string().into();
+        for w in inner.alert_watchers.values() {
+            if w.org.is_none_or(|o| o == org) {
+                let _ = w.tx.try_send(Outbound::Event {
+                    about_user: None,
+                    json: json.clone(),
+                });
+            }
         }
     }
 
@@ -208,6 +292,35 @@ impl Hub {
     }
 }
 
+/// Stores one message of `kind` for every person in the sub-select `$set` (bound to `$bind`)
+/// with their next sequence numbers, returning `(person, seq)`. `$1` is the set's parameter.
+#[macro_export]
+macro_rules! store_messages_for_set {
+    ($tx:ident, $set:expr, $bind:expr, $kind:expr, $payload:expr, $now:expr) => {{
+        let bump = format!(
+            "UPDATE users SET msg_seq = msg_seq + 1 WHERE id IN ({}) RETURNING id, msg_seq",
+            $set
+        );
+        let seqs: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(bump))
+            .bind($bind)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let insert = format!(
+            "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
+             SELECT id, msg_seq, $2, $3, $4 FROM users WHERE id IN ({})",
+            $set
+        );
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind($bind)
+            .bind($kind)
+            .bind($payload)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        seqs
+    }};
+}
+
 /// A message to store and push to one person.
 #[derive(Debug, Clone)]
 pub struct Note {
@@ -223,26 +336,68 @@ pub struct Note {
 
 /// Stores many messages in one transaction (each with its person's next sequence number), then
 /// pushes them live. The position writer sends a whole group's geofence messages this way.
+/// A fixed number of statements whatever the number of messages: one read of the advisories,
+/// one counter update and one insert per 1,000 people or messages. Messages to someone the
+/// database does not know are dropped.
 pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx::Error> {
+    /// Rows per statement: 5 parameters a row stays far below SQLite's 32,766.
+    const CHUNK: usize = 1000;
     if notes.is_empty() {
         return Ok(());
     }
     let now = now_ms();
-    // Each person's counter row is locked until commit, so numbers commit in order, without gaps.
+    let mut areas: Vec<i64> = notes.iter().filter_map(|n| n.advisory_of).collect();
+    areas.sort_unstable();
+    areas.dedup();
+    let mut counts: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for n in &notes {
+        *counts.entry(n.user_id).or_default() += 1;
+    }
+    let counts: Vec<(i64, i64)> = counts.into_iter().collect();
+    let mut notes = notes;
     let stored: Vec<(i64, StoredMessage)> = in_tx!(db, tx => {
-        let mut stored = Vec::with_capacity(notes.len());
-        for mut note in notes {
-            if let Some(area) = note.advisory_of {
-                let advisory: Option<Option<String>> = sqlx::query_scalar("SELECT advisory FROM areas WHERE id = $1")
-                    .bind(area).fetch_optional(&mut *tx).await?;
-                note.payload["advisory"] = advisory.flatten().into();
+        let mut advisories: HashMap<i64, Option<String>> = HashMap::with_capacity(areas.len());
+        for chunk in areas.chunks(CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new("SELECT id, advisory FROM areas WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
             }
-            let text = note.payload.to_string();
-            let seq: i64 = sqlx::query_scalar("UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq")
-                .bind(note.user_id).fetch_one(&mut *tx).await?;
-            sqlx::query("INSERT INTO user_messages (user_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(note.user_id).bind(seq).bind(note.kind).bind(&text).bind(now).execute(&mut *tx).await?;
-            stored.push((note.user_id, StoredMessage { seq, kind: note.kind.to_string(), payload: text, created_at: Timestamp(now) }));
+            qb.push(")");
+            let rows: Vec<(i64, Option<String>)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+            advisories.extend(rows);
+        }
+        // Each person's counter moves by their number of messages and stays locked until
+        // commit, so numbers commit in order, without gaps; the first is `new - count + 1`.
+        let mut next: HashMap<i64, i64> = HashMap::with_capacity(counts.len());
+        for chunk in counts.chunks(CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE users SET msg_seq = msg_seq + v.column2 FROM (");
+            qb.push_values(chunk, |mut row, (id, n)| {
+                row.push_bind(*id).push_bind(*n);
+            });
+            qb.push(") AS v WHERE users.id = v.column1 RETURNING users.id, users.msg_seq");
+            let rows: Vec<(i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+            let added: HashMap<i64, i64> = chunk.iter().copied().collect();
+            next.extend(rows.into_iter().map(|(id, seq)| (id, seq - added.get(&id).copied().unwrap_or(1) + 1)));
+        }
+        let mut stored = Vec::with_capacity(notes.len());
+        for note in &mut notes {
+            let Some(seq) = next.get_mut(&note.user_id) else {
+                continue;
+            };
+            if let Some(area) = note.advisory_of {
+                note.payload["advisory"] = advisories.get(&area).cloned().flatten().into();
+            }
+            let msg = StoredMessage { seq: *seq, kind: note.kind.to_string(), payload: note.payload.to_string(), created_at: Timestamp(now) };
+            *seq += 1;
+            stored.push((note.user_id, msg));
+        }
+        for chunk in stored.chunks(CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new("INSERT INTO user_messages (user_id, seq, kind, payload, created_at) ");
+            qb.push_values(chunk, |mut row, (user_id, m)| {
+                row.push_bind(*user_id).push_bind(m.seq).push_bind(m.kind.as_str()).push_bind(m.payload.as_str()).push_bind(now);
+            });
+            qb.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         stored
@@ -260,7 +415,10 @@ pub async fn messages_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-    crate::on_reader!(db, pool => sqlx::query_as(
+    let mut messages: Vec<StoredMessage> = crate::on_reader!(db, pool => sqlx::query_as(
         "SELECT seq, kind, payload, created_at FROM user_messages WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-        .bind(user_id).bind(after).bind(limit).fetch_all(pool).await)
+        .bind(user_id).bind(after).bind(limit).fetch_all(pool).await)?;
+    // Alerts are stored once, not once per recipient: their messages hold a reference.
+    crate::alerts::store::expand(db, &mut messages).await?;
+    Ok(messages)
 }

@@ -44,6 +44,19 @@ pub struct Metrics {
     pub http_duration: HistogramFamily,
     /// Login attempts by outcome.
     pub logins: Family<LoginLabels, Counter>,
+    /// Alerts sent (adviser-composed and imported).
+    pub alerts_sent: Counter,
+    /// Copies of alerts handed to a fallback channel, by channel and outcome.
+    pub alert_fallbacks: Family<FallbackLabels, Counter>,
+}
+
+/// Labels of [`Metrics::alert_fallbacks`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// `push` or `sms`.
+    pub channel: &'static str,
+    /// `sent`, `failed` or `skipped`.
+    pub outcome: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -67,11 +80,21 @@ impl Default for Metrics {
             http_duration.clone(),
         );
         registry.register("logins", "Login attempts by outcome", logins.clone());
+        let alerts_sent = Counter::default();
+        registry.register("alerts_sent", "Alerts sent", alerts_sent.clone());
+        let alert_fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "alert_fallbacks",
+            "Alert copies handed to web push or SMS, by outcome",
+            alert_fallbacks.clone(),
+        );
         Self {
             registry,
             http_requests,
             http_duration,
             logins,
+            alerts_sent,
+            alert_fallbacks,
         }
     }
 }

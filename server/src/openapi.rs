@@ -56,22 +56,22 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::positions::routes())
         .merge(crate::assets::routes())
         .merge(crate::ingest::routes())
-        .merge(crate::ws::routes());
+        .merge(crate::ws::routes())
+        .merge(crate::alerts::routes())
+        .merge(crate::chat::routes())
+        .merge(crate::sos::routes())
+        .merge(crate::rollcall::routes())
+        .merge(crate::push::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 
-/// `GET /api/openapi.json`, and `GET /` pointing people to it until the console exists.
+/// `GET /api/openapi.json`.
 pub fn routes(doc: Arc<Document>) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { axum::response::Html(include_str!("index.html")) }),
-        )
-        .route(
-            "/api/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
+    Router::new().route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
 }

@@ -190,6 +190,86 @@ pub enum Action {
         /// The organisation.
         org_id: i64,
     },
+    /// Send an alert reaching people of `org_id`; `granted`: a system admin has allowed the
+    /// sender to alert that organisation.
+    SendAlert {
+        /// An organisation the alert reaches.
+        org_id: i64,
+        /// The sender holds a broadcast grant for it.
+        granted: bool,
+    },
+    /// Start a roll-call reaching people of `org_id`; `granted` as for [`Action::SendAlert`].
+    StartRollcall {
+        /// An organisation the roll-call reaches.
+        org_id: i64,
+        /// The starter holds a broadcast grant for it.
+        granted: bool,
+    },
+    /// Follow an organisation's roll-calls and their boards (`None`: every organisation).
+    ViewRollcalls {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
+    /// Run an organisation's roll-call: mark people accounted for, remind, close.
+    RunRollcall {
+        /// The roll-call's organisation.
+        org_id: i64,
+    },
+    /// See an organisation's SOS cases (`None`: every organisation).
+    ViewSos {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
+    /// Claim, annotate and close an organisation's SOS cases.
+    HandleSos {
+        /// The case's organisation.
+        org_id: i64,
+    },
+    /// Let an adviser alert organisations beyond their own.
+    GrantBroadcast,
+    /// Read an organisation's alerts and their delivery ledgers (`None`: every organisation).
+    ViewAlerts {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
+    /// Create, change or delete an organisation's alert templates.
+    ManageAlertTemplates {
+        /// The organisation.
+        org_id: i64,
+    },
+    /// Register, list or remove the web-push subscriptions that wake a person's devices.
+    ManagePushSubscriptions {
+        /// The person.
+        user_id: i64,
+    },
+    /// Read a conversation (an SOS chat or a crisis channel) and who takes part in it.
+    ReadConversation {
+        /// The conversation's organisation.
+        org_id: i64,
+        /// It is an SOS case's chat.
+        sos: bool,
+        /// The actor is a listed member.
+        member: bool,
+    },
+    /// Write in a conversation: messages, receipts, typing.
+    WriteConversation {
+        /// The conversation's organisation.
+        org_id: i64,
+        /// It is an SOS case's chat.
+        sos: bool,
+        /// The actor is a listed member.
+        member: bool,
+    },
+    /// Open an organisation's crisis channels, change their members, close them.
+    ManageConversations {
+        /// The organisation.
+        org_id: i64,
+    },
+    /// List every conversation of an organisation, not just one's own.
+    ListConversations {
+        /// The organisation.
+        org_id: i64,
+    },
 }
 
 /// Why an action was refused.
@@ -203,6 +283,23 @@ impl From<Denied> for AppError {
     }
 }
 
+/// Which organisation a listing shows: the one asked for, else every one for those who may see
+/// all, else the caller's own; refused when the caller may not see that. `view` builds the
+/// listing's action from an organisation (`None`: all).
+pub fn listing_scope(
+    actor: &Actor,
+    requested: Option<i64>,
+    view: impl Fn(Option<i64>) -> Action,
+) -> Result<Option<i64>, Denied> {
+    let org = match requested {
+        Some(o) => Some(o),
+        None if authorize(actor, view(None)).is_ok() => None,
+        None => Some(actor.org_id),
+    };
+    authorize(actor, view(org))?;
+    Ok(org)
+}
+
 /// Decides whether `actor` may perform `action`.
 pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
     use Action::*;
@@ -210,7 +307,7 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
         return Ok(());
     }
     let allowed = match action {
-        CreateOrganisation | ManageDutyStations => false,
+        CreateOrganisation | ManageDutyStations | GrantBroadcast => false,
         ViewOrganisation { org_id } => actor.org_id == org_id || actor.oversees(),
         ListPersonnel { .. } | ViewOrgReports { .. } if actor.oversees() => true,
         ListPersonnel { org_id } => {
@@ -235,6 +332,33 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
             actor.org_id == org && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
         }
         ViewPositions { org_id: None } => false,
+        // Advisers alert their own organisation; beyond it only where a system admin granted.
+        // Oversight reads every alert but sends none.
+        SendAlert { org_id, granted } => {
+            actor.has(Role::Adviser) && (actor.org_id == org_id || granted)
+        }
+        StartRollcall { org_id, granted } => {
+            actor.has_any(&[Role::Operator, Role::Adviser]) && (actor.org_id == org_id || granted)
+        }
+        RunRollcall { org_id } => {
+            actor.org_id == org_id && actor.has_any(&[Role::Operator, Role::Adviser])
+        }
+        ViewRollcalls { .. } | ViewSos { .. } if actor.oversees() => true,
+        ViewRollcalls { org_id: Some(org) } => {
+            actor.org_id == org && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
+        }
+        // SOS cases carry a person's position and words in distress: the operations room
+        // (operators) and oversight see them, not every adviser or admin.
+        ViewSos { org_id: Some(org) } | HandleSos { org_id: org } => {
+            actor.org_id == org && actor.has(Role::Operator)
+        }
+        ViewRollcalls { org_id: None } | ViewSos { org_id: None } => false,
+        ViewAlerts { .. } if actor.oversees() => true,
+        ViewAlerts { org_id: Some(org) } => {
+            actor.org_id == org && actor.has_any(&[Role::Operator, Role::Adviser, Role::OrgAdmin])
+        }
+        ViewAlerts { org_id: None } => false,
+        ManageAlertTemplates { org_id } => actor.org_id == org_id && actor.has(Role::Adviser),
         ViewAssets { .. } | ViewDevices { .. } if actor.oversees() => true,
         ViewAssets { org_id } => {
             actor.org_id == org_id
@@ -245,6 +369,29 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
         ManageAssets { org_id } | ViewDevices { org_id } | ManageDevices { org_id } => {
             actor.org_id == org_id && actor.has_any(&[Role::Operator, Role::OrgAdmin])
         }
+        // A subscription decides which device shows a person's alerts: only that person.
+        ManagePushSubscriptions { user_id } => actor.user_id == user_id,
+        // Members take part; an SOS chat also has its organisation's operators, so any
+        // operator on duty sees a new case at once. Oversight reads every conversation and
+        // writes only where listed.
+        ReadConversation {
+            org_id,
+            sos,
+            member,
+        } => {
+            member
+                || actor.oversees()
+                || (sos && actor.org_id == org_id && actor.has(Role::Operator))
+        }
+        WriteConversation {
+            org_id,
+            sos,
+            member,
+        } => member || (sos && actor.org_id == org_id && actor.has(Role::Operator)),
+        ManageConversations { org_id } => {
+            actor.org_id == org_id && actor.has_any(&[Role::Operator, Role::Adviser])
+        }
+        ListConversations { .. } => actor.oversees(),
     };
     if allowed {
         Ok(())
@@ -258,6 +405,7 @@ fn reason(action: Action) -> &'static str {
     match action {
         CreateOrganisation => "only a system admin creates organisations",
         ManageDutyStations => "only a system admin manages duty stations",
+        GrantBroadcast => "only a system admin lets advisers alert other organisations",
         ViewOrganisation { .. } => "you may only see your own organisation",
         ListPersonnel { .. } => {
             "listing personnel needs the operator, adviser or org_admin role in that organisation"
@@ -285,6 +433,33 @@ fn reason(action: Action) -> &'static str {
         ViewPositions { .. } => {
             "positions are seen by the operator, adviser or org_admin roles of that organisation"
         }
+        SendAlert { .. } => {
+            "sending alerts needs the adviser role, and alerting another organisation a grant from a system admin"
+        }
+        StartRollcall { .. } => {
+            "starting roll-calls needs the operator or adviser role, and reaching another organisation a grant from a system admin"
+        }
+        RunRollcall { .. } => {
+            "running a roll-call needs the operator or adviser role in its organisation"
+        }
+        ViewRollcalls { org_id: None } | ViewSos { org_id: None } => {
+            "seeing every organisation's roll-calls and SOS cases needs the oversight role"
+        }
+        ViewRollcalls { .. } => {
+            "roll-calls are seen by the operator, adviser or org_admin roles of that organisation"
+        }
+        ViewSos { .. } | HandleSos { .. } => {
+            "SOS cases are handled by the operators of the person's organisation"
+        }
+        ViewAlerts { org_id: None } => {
+            "seeing every organisation's alerts needs the oversight role"
+        }
+        ViewAlerts { .. } => {
+            "alerts are seen by the operator, adviser or org_admin roles of that organisation"
+        }
+        ManageAlertTemplates { .. } => {
+            "managing alert templates needs the adviser role in that organisation"
+        }
         ViewAssets { .. } => {
             "assets are seen by the operator, adviser or org_admin roles of that organisation"
         }
@@ -296,6 +471,19 @@ fn reason(action: Action) -> &'static str {
         }
         ManageDevices { .. } => {
             "issuing or revoking device credentials needs the operator or org_admin role in that organisation"
+        }
+        ManagePushSubscriptions { .. } => "you may only manage your own push subscriptions",
+        ReadConversation { .. } => {
+            "you do not take part in this conversation: its members, and for an SOS chat its organisation's operators, do"
+        }
+        WriteConversation { .. } => {
+            "only members, and for an SOS chat its organisation's operators, write in this conversation"
+        }
+        ManageConversations { .. } => {
+            "managing crisis channels needs the operator or adviser role in that organisation"
+        }
+        ListConversations { .. } => {
+            "listing every conversation of an organisation needs the oversight role"
         }
     }
 }

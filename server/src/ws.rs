@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::alerts::Step;
 use crate::auth::{Session, bearer_token, load_actor, verify_token};
 use crate::live::{Outbound, Registration, StoredMessage, messages_after};
 use crate::policy::{Action, Actor, Role, authorize};
@@ -68,6 +69,8 @@ async fn upgrade(
                 last_heard: Instant::now(),
                 logged: HashSet::new(),
                 watching: None,
+                watching_alerts: None,
+                typing: Default::default(),
             };
             conn.run(header_token).await;
         })
@@ -95,8 +98,33 @@ enum ClientMsg {
         fixes: Vec<FixIn>,
     },
     /// Operators: live positions and geofence events of an organisation (`None`: own, or all
-    /// for oversight).
+    /// for oversight); or, with topic `alerts`, delivery counts of its alerts.
     Subscribe { topic: String, org_id: Option<i64> },
+    /// The device received, showed, or the person acknowledged an alert.
+    Receipt {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        alert_id: i64,
+        state: Step,
+    },
+    /// A chat message; answered by `chat_ack` once stored (see `crate::chat`).
+    ChatSend {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        conversation_id: i64,
+        client_id: String,
+        body: String,
+    },
+    /// A conversation's messages up to `seq` reached this device, or were read.
+    ChatReceipt {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        conversation_id: i64,
+        seq: i64,
+        state: crate::chat::ReceiptState,
+    },
+    /// The person is typing in a conversation (a live hint, never stored).
+    Typing { conversation_id: i64 },
 }
 
 struct Connection {
@@ -109,6 +137,10 @@ struct Connection {
     logged: HashSet<i64>,
     /// The organisation watched (`Some(None)`: all), re-authorised at every heartbeat.
     watching: Option<Option<i64>>,
+    /// The organisation whose alert counts are followed, re-authorised likewise.
+    watching_alerts: Option<Option<i64>>,
+    /// When this connection last sent a typing hint, per conversation.
+    typing: crate::chat::socket::TypingThrottle,
 }
 
 enum Flow {
@@ -119,6 +151,13 @@ enum Flow {
 impl Connection {
     async fn send_json(&mut self, value: serde_json::Value) -> Flow {
         self.send_text(value.to_string()).await
+    }
+
+    async fn reply(&mut self, reply: Option<serde_json::Value>) -> Flow {
+        match reply {
+            Some(v) => self.send_json(v).await,
+            None => Flow::Continue,
+        }
     }
 
     async fn send_text(&mut self, text: String) -> Flow {
@@ -384,6 +423,13 @@ impl Connection {
             .await;
             return Flow::Stop;
         }
+        if let Some(org) = self.watching_alerts
+            && authorize(actor, Action::ViewAlerts { org_id: org }).is_err()
+        {
+            self.close(close::UNAUTHORIZED, "you may no longer follow these alerts")
+                .await;
+            return Flow::Stop;
+        }
         match self.socket.send(Message::Ping(Default::default())).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Stop,
@@ -431,6 +477,56 @@ impl Connection {
             ClientMsg::Subscribe { topic, org_id } => {
                 self.on_subscribe(session, registration, &topic, org_id)
                     .await
+            }
+            ClientMsg::Receipt {
+                reference,
+                alert_id,
+                state,
+            } => Box::pin(self.on_receipt(actor.user_id, reference, alert_id, state)).await,
+            ClientMsg::ChatSend {
+                reference,
+                conversation_id,
+                client_id,
+                body,
+            } => {
+                let reply = Box::pin(crate::chat::socket::send(
+                    &self.state,
+                    actor,
+                    reference,
+                    conversation_id,
+                    &client_id,
+                    &body,
+                ))
+                .await;
+                self.send_json(reply).await
+            }
+            ClientMsg::ChatReceipt {
+                reference,
+                conversation_id,
+                seq,
+                state,
+            } => {
+                let reply = Box::pin(crate::chat::socket::receipt(
+                    &self.state,
+                    actor,
+                    reference,
+                    conversation_id,
+                    seq,
+                    state,
+                ))
+                .await;
+                self.reply(reply).await
+            }
+            ClientMsg::Typing { conversation_id } => {
+                let state = self.state.clone();
+                let reply = Box::pin(crate::chat::socket::typing(
+                    &state,
+                    actor,
+                    &mut self.typing,
+                    conversation_id,
+                ))
+                .await;
+                self.reply(reply).await
             }
         }
     }
@@ -483,6 +579,57 @@ impl Connection {
         }
     }
 
+    async fn on_receipt(
+        &mut self,
+        user_id: i64,
+        reference: Option<String>,
+        alert_id: i64,
+        step: Step,
+    ) -> Flow {
+        if step == Step::Sent {
+            return self
+                .error(
+                    "invalid",
+                    "a receipt's state is delivered, read or acknowledged".into(),
+                    reference,
+                )
+                .await;
+        }
+        match crate::alerts::store::is_recipient(&self.state.db, alert_id, user_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return self
+                    .error(
+                        "not_found",
+                        format!("you did not receive alert {alert_id}"),
+                        reference,
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ws: checking a receipt");
+                return self
+                    .error("server_error", "try again".into(), reference)
+                    .await;
+            }
+        }
+        if self
+            .state
+            .ledger
+            .record(alert_id, user_id, step, None)
+            .await
+            .is_err()
+        {
+            return self
+                .error("server_error", "try again".into(), reference)
+                .await;
+        }
+        match reference {
+            Some(r) => self.send_json(json!({"type": "ack", "ref": r})).await,
+            None => Flow::Continue,
+        }
+    }
+
     async fn on_subscribe(
         &mut self,
         session: &Session,
@@ -500,17 +647,28 @@ impl Connection {
             }
         };
         let actor = &actor;
+        let all = actor.system_admin || actor.has(Role::Oversight);
+        let org = org_id.or(if all { None } else { Some(actor.org_id) });
+        // One stream of an organisation's operations: alert delivery counts and roll-call boards.
+        if matches!(topic, "alerts" | "rollcalls" | "operations") {
+            if let Err(denied) = authorize(actor, Action::ViewAlerts { org_id: org }) {
+                return self.error("forbidden", denied.to_string(), None).await;
+            }
+            self.state.hub.watch_alerts(registration, org);
+            self.watching_alerts = Some(org);
+            return self
+                .send_json(json!({"type": "subscribed", "topic": topic, "org_id": org}))
+                .await;
+        }
         if topic != "positions" {
             return self
                 .error(
                     "bad_message",
-                    format!("unknown topic {topic:?}; the topic is positions"),
+                    format!("unknown topic {topic:?}; the topics are positions and operations (alias alerts, rollcalls)"),
                     None,
                 )
                 .await;
         }
-        let all = actor.system_admin || actor.has(Role::Oversight);
-        let org = org_id.or(if all { None } else { Some(actor.org_id) });
         if let Err(denied) = authorize(actor, Action::ViewPositions { org_id: org }) {
             return self.error("forbidden", denied.to_string(), None).await;
         }

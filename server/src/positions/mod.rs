@@ -193,8 +193,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(access_log))
 }
 
-/// Last known positions of tracked people and assets, for building the tracker at start-up.
+/// Last known positions of tracked people and assets, for building the tracker at start-up
+/// (after restoring the last positions a crash kept from being written behind).
 pub async fn load_latest(db: &Db) -> anyhow::Result<Vec<(SubjectId, Fix)>> {
+    let replayed = writer::replay_unflushed(db).await?;
+    if replayed > 0 {
+        tracing::info!(
+            subjects = replayed,
+            "last positions restored from history (not flushed before the previous stop)"
+        );
+    }
     let rows: Vec<(String, i64, f64, f64, Option<f64>, i64)> = on_reader!(db, pool => sqlx::query_as(
         "SELECT lp.subject_kind, lp.subject_id, lp.lat, lp.lon, lp.accuracy_m, lp.recorded_at FROM last_positions lp \
          WHERE lp.subject_kind = 'asset' OR EXISTS (SELECT 1 FROM users u WHERE u.id = lp.subject_id AND u.location_mode = 'tracking')")
@@ -464,9 +472,7 @@ async fn set_mode(
 ) -> AppResult<Json<ModeBody>> {
     match body.mode {
         LocationMode::LocationLess => state.positions.go_location_less(actor.user_id).await?,
-        LocationMode::Tracking => on_writer!(&state.db, pool => sqlx::query(
-            "UPDATE users SET location_mode = 'tracking', updated_at = $1 WHERE id = $2")
-            .bind(now_ms()).bind(actor.user_id).execute(pool).await.map(drop))?,
+        LocationMode::Tracking => state.positions.go_tracking(actor.user_id).await?,
     }
     tracing::info!(user_id = actor.user_id, mode = ?body.mode, "location mode changed");
     Ok(Json(body))
@@ -563,6 +569,8 @@ async fn list(
         None => Some(actor.org_id),
     };
     authorize(&actor, Action::ViewPositions { org_id: org })?;
+    // Last positions are written behind; this makes every acknowledged fix visible below.
+    state.positions.flush().await?;
     let min_time = q
         .max_age_secs
         .map_or(i64::MIN, |s| now_ms() - s.max(0).saturating_mul(1000));

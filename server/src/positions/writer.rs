@@ -1,27 +1,53 @@
 //! The one task through which every position write passes.
 //!
-//! Ordering is the point: fixes, a switch to location-less mode and retention purges are applied
-//! in the order they arrive, to the database and then to the in-memory tracker, so a fix racing a
-//! switch to location-less mode can never leave a position behind, in a row or in memory.
+//! Ordering is the point: fixes, switches of location mode (both ways), retention purges and
+//! last-position flushes are applied in the order they arrive, to the database and then to the
+//! in-memory tracker, so a fix racing a switch to location-less mode can never leave a position
+//! behind, in a row or in memory. Because every switch passes through here, the task keeps each
+//! person's location mode in memory and never reads it per fix.
 //!
-//! Group commit: while one transaction commits, new requests queue; the next transaction takes
-//! everything queued at once. A request is answered only after its transaction has committed,
-//! so an acknowledged fix is never lost; a crash loses only fixes not yet acknowledged, which
-//! the phone still holds and sends again (duplicates are ignored by `(subject, recorded_at)`).
+//! Group commit: while one transaction commits, new fixes queue; the next transaction takes
+//! every queued fix at once and stores it with a fixed number of statements (one duplicate
+//! check and one multi-row insert per 2,048 fixes), whatever the group's size. On SQLite the
+//! cost that counts is the hand-off to the driver's worker thread per statement, not the rows.
+//! A fix is acknowledged only after its history row has committed, so an acknowledged fix is
+//! never lost; a crash loses only fixes not yet acknowledged, which the phone still holds and
+//! sends again (duplicates are recognised by `(subject, recorded_at)`).
+//!
+//! Write-behind: the newest fix of each subject (`last_positions`) is not written with every
+//! group but every `position_flush_ms`, from the subjects moved since the last flush; the
+//! tracker in memory is always current. A crash therefore loses at most that many
+//! milliseconds of `last_positions` updates, and [`replay_unflushed`] restores them from the
+//! history at the next start, so no acknowledged fix is missing there either. Readers of the
+//! table (the operator view) ask for a [`PositionWriter::flush`] first; shutdown flushes too.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
 use vigil_geofences::{Fix, Transition};
-
-use std::sync::Arc;
 
 use super::Subject;
 use crate::areas::{SharedTracker, write_tracker};
 use crate::db::{Db, now_ms};
-use crate::in_tx;
 use crate::live::Hub;
+use crate::{in_tx, on_writer};
 
-/// Most operations committed in one transaction.
-const MAX_GROUP: usize = 512;
+/// Most fix requests committed in one transaction. Large on purpose: a commit writes every
+/// index page it touches — about one per subject in `position_history`'s unique index, however
+/// many of that subject's fixes it holds — so a commit costs about the same for one fix per
+/// phone as for ten, and under load the group must be able to grow until it keeps up.
+const MAX_GROUP: usize = 32_768;
+/// Most fixes committed in one transaction (a request may carry up to `max_fixes_per_batch`).
+const MAX_GROUP_FIXES: usize = 131_072;
+/// Rows per multi-row statement: at 8 parameters a row this stays far below SQLite's 32,766
+/// and PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 2048;
+/// History received this long before the newest flushed fix is replayed too at start-up, in
+/// case the clock stepped back while fixes were waiting to be flushed.
+const REPLAY_SLACK_MS: i64 = 10_000;
 
 /// Why a write was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +85,34 @@ pub struct Recorded {
     pub transitions: Vec<(i64, Transition)>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+struct RecordReq {
+    subject: Subject,
+    source: &'static str,
+    /// Sorted by time, without two of the same time (see `validate_fixes`).
+    fixes: Vec<StoredFix>,
+    reply: Reply<Recorded>,
+}
+
 enum Op {
-    Record {
-        subject: Subject,
-        source: &'static str,
-        fixes: Vec<StoredFix>,
-        reply: oneshot::Sender<Result<Recorded, WriteError>>,
-    },
-    GoLocationLess {
+    Record(RecordReq),
+    Control(Control),
+}
+
+/// Everything but fixes: each runs in a transaction of its own, after what was queued before.
+enum Control {
+    SetMode {
         user_id: i64,
-        reply: oneshot::Sender<Result<(), WriteError>>,
+        tracking: bool,
+        reply: Reply<()>,
     },
     Expire {
         cutoff_ms: i64,
-        reply: oneshot::Sender<Result<u64, WriteError>>,
+        reply: Reply<u64>,
+    },
+    Flush {
+        reply: Reply<()>,
     },
 }
 
@@ -83,10 +123,23 @@ pub struct PositionWriter {
 }
 
 impl PositionWriter {
-    /// Starts the writer task.
-    pub fn spawn(db: Db, tracker: SharedTracker, hub: Arc<Hub>) -> PositionWriter {
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, tracker, hub, rx));
+    /// Starts the writer task; `last_positions` is written every `flush_every`.
+    pub fn spawn(
+        db: Db,
+        tracker: SharedTracker,
+        hub: Arc<Hub>,
+        flush_every: Duration,
+    ) -> PositionWriter {
+        // Room for more than one full group, so the next one gathers while this one commits.
+        let (tx, rx) = mpsc::channel(2 * MAX_GROUP);
+        let writer = Writer {
+            db,
+            tracker,
+            hub,
+            tracking: HashMap::new(),
+            dirty: HashMap::new(),
+        };
+        tokio::spawn(run(writer, rx, flush_every.max(Duration::from_millis(1))));
         PositionWriter { tx }
     }
 
@@ -98,27 +151,50 @@ impl PositionWriter {
         fixes: Vec<StoredFix>,
     ) -> Result<Recorded, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Op::Record {
+        self.send(Op::Record(RecordReq {
             subject,
             source,
             fixes,
             reply,
-        })
+        }))
         .await?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Switches a person to location-less mode, deleting every position of theirs.
     pub async fn go_location_less(&self, user_id: i64) -> Result<(), WriteError> {
+        self.set_mode(user_id, false).await
+    }
+
+    /// Switches a person back to tracking mode; fixes sent after the answer are accepted.
+    pub async fn go_tracking(&self, user_id: i64) -> Result<(), WriteError> {
+        self.set_mode(user_id, true).await
+    }
+
+    async fn set_mode(&self, user_id: i64, tracking: bool) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Op::GoLocationLess { user_id, reply }).await?;
+        self.send(Op::Control(Control::SetMode {
+            user_id,
+            tracking,
+            reply,
+        }))
+        .await?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Deletes fixes older than `cutoff_ms`; returns how many history rows went.
     pub async fn expire(&self, cutoff_ms: i64) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Op::Expire { cutoff_ms, reply }).await?;
+        self.send(Op::Control(Control::Expire { cutoff_ms, reply }))
+            .await?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Writes the newest fix of every subject moved since the last flush to `last_positions`;
+    /// answers when every fix acknowledged before the call is there.
+    pub async fn flush(&self) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Control(Control::Flush { reply })).await?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -127,202 +203,483 @@ impl PositionWriter {
     }
 }
 
-async fn run(db: Db, tracker: SharedTracker, hub: Arc<Hub>, mut rx: mpsc::Receiver<Op>) {
-    while let Some(first) = rx.recv().await {
-        let mut ops = vec![first];
-        while ops.len() < MAX_GROUP {
+/// A subject's newest fix, waiting to be written to `last_positions`.
+#[derive(Clone, Copy, Debug)]
+struct Latest {
+    fix: StoredFix,
+    received_at: i64,
+    source: &'static str,
+}
+
+/// A row of `last_positions`.
+struct LastRow<'a> {
+    subject: Subject,
+    fix: StoredFix,
+    received_at: i64,
+    source: &'a str,
+}
+
+impl Latest {
+    fn row(&self, subject: Subject) -> LastRow<'static> {
+        LastRow {
+            subject,
+            fix: self.fix,
+            received_at: self.received_at,
+            source: self.source,
+        }
+    }
+}
+
+/// Upserts a slice of [`LastRow`]s into `last_positions` inside `$tx`; the newest fix time wins.
+macro_rules! upsert_latest {
+    ($tx:ident, $rows:expr) => {
+        for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ",
+            );
+            qb.push_values(chunk, |mut row, r: &LastRow<'_>| {
+                let (kind, id) = r.subject.key();
+                row.push_bind(kind).push_bind(id).push_bind(r.fix.lat).push_bind(r.fix.lon)
+                    .push_bind(r.fix.accuracy_m).push_bind(r.fix.recorded_at).push_bind(r.received_at)
+                    .push_bind(r.source);
+            });
+            qb.push(
+                " ON CONFLICT (subject_kind, subject_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, \
+                 accuracy_m = excluded.accuracy_m, recorded_at = excluded.recorded_at, \
+                 received_at = excluded.received_at, source = excluded.source \
+                 WHERE excluded.recorded_at > last_positions.recorded_at",
+            );
+            qb.build().persistent(false).execute(&mut *$tx).await?;
+        }
+    };
+}
+
+struct Writer {
+    db: Db,
+    tracker: SharedTracker,
+    hub: Arc<Hub>,
+    /// Location mode (true: tracking) of every person who has sent a fix since start, as
+    /// committed; exact because every switch passes through this task.
+    tracking: HashMap<i64, bool>,
+    /// Newest fix of every subject moved since the last flush.
+    dirty: HashMap<Subject, Latest>,
+}
+
+async fn run(mut w: Writer, mut rx: mpsc::Receiver<Op>, flush_every: Duration) {
+    let mut tick = tokio::time::interval(flush_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A control op that ended the previous group; it runs next, on its own.
+    let mut next: Option<Control> = None;
+    loop {
+        let first = match next.take() {
+            Some(control) => Op::Control(control),
+            // The timer first: a steady stream of fixes must not postpone flushes forever.
+            None => tokio::select! {
+                biased;
+                _ = tick.tick() => {
+                    if let Err(e) = w.flush().await {
+                        tracing::error!(error = %e, pending = w.dirty.len(), "flushing last positions failed; retrying later");
+                    }
+                    continue;
+                }
+                op = rx.recv() => match op {
+                    Some(op) => op,
+                    None => break,
+                },
+            },
+        };
+        let first = match first {
+            Op::Record(req) => req,
+            Op::Control(control) => {
+                w.control(control).await;
+                continue;
+            }
+        };
+        let mut fixes = first.fixes.len();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP && fixes < MAX_GROUP_FIXES {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(Op::Record(req)) => {
+                    fixes += req.fixes.len();
+                    group.push(req);
+                }
+                Ok(Op::Control(control)) => {
+                    next = Some(control);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        apply(&db, &tracker, &hub, ops).await;
+        w.record_group(group).await;
+    }
+    // Every handle is gone. Normally shutdown has flushed already, before closing the pool.
+    if !w.dirty.is_empty()
+        && !on_writer!(&w.db, pool => pool.is_closed())
+        && let Err(e) = w.flush().await
+    {
+        tracing::error!(error = %e, "final flush of last positions failed");
     }
 }
 
-/// What the transaction decided for one op, applied to memory after the commit.
-enum Outcome {
-    Recorded(usize),
-    Refused,
-    Forgot(Vec<i64>),
-    Expired(u64, Vec<i64>),
+/// What the group's transaction found.
+struct Stored {
+    /// Location modes read for people not yet known to the writer.
+    modes: Vec<(i64, String)>,
+    /// Fixes of the group already stored before it: `(tracker id, recorded_at)`.
+    existing: HashSet<(i64, i64)>,
 }
 
-async fn apply(db: &Db, tracker: &SharedTracker, hub: &Hub, ops: Vec<Op>) {
-    let outcomes = commit(db, &ops).await;
-    let outcomes = match outcomes {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, ops = ops.len(), "position write failed");
-            let msg = e.to_string();
-            for op in ops {
-                let err = || WriteError::Failed(msg.clone());
-                match op {
-                    Op::Record { reply, .. } => drop(reply.send(Err(err()))),
-                    Op::GoLocationLess { reply, .. } => drop(reply.send(Err(err()))),
-                    Op::Expire { reply, .. } => drop(reply.send(Err(err()))),
+type Answer = (Reply<Recorded>, Recorded);
+
+impl Writer {
+    async fn record_group(&mut self, group: Vec<RecordReq>) {
+        let mut unknown: Vec<i64> = group
+            .iter()
+            .filter_map(|r| match r.subject {
+                Subject::User(id) if !self.tracking.contains_key(&id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        let received = now_ms();
+        let stored = store_group(&self.db, &unknown, &self.tracking, &group, received).await;
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "position write failed");
+                let msg = e.to_string();
+                for r in group {
+                    drop(r.reply.send(Err(WriteError::Failed(msg.clone()))));
                 }
+                return;
             }
-            return;
+        };
+        for (id, mode) in stored.modes {
+            self.tracking.insert(id, mode == "tracking");
         }
-    };
-    // Fixes are answered after the group's geofence messages are stored, so a phone that sees
-    // its ack can rely on the message about the area it entered being there too.
-    let (answers, notes) = move_subjects(tracker, ops, outcomes);
-    if let Err(e) = crate::live::send_many(db, hub, notes).await {
-        // The fixes are stored; only the people's notices of crossings are missing.
-        tracing::error!(error = %e, "storing geofence messages failed");
+        // Fixes are answered after the group's geofence messages are stored, so a phone that
+        // sees its ack can rely on the message about the area it entered being there too.
+        let (answers, notes) = self.move_subjects(group, &stored.existing, received);
+        if let Err(e) = crate::live::send_many(&self.db, &self.hub, notes).await {
+            // The fixes are stored; only the people's notices of crossings are missing.
+            tracing::error!(error = %e, "storing geofence messages failed");
+        }
+        for (reply, recorded) in answers {
+            drop(reply.send(Ok(recorded)));
+        }
     }
-    for (reply, recorded) in answers {
-        drop(reply.send(Ok(recorded)));
-    }
-}
 
-type Answer = (oneshot::Sender<Result<Recorded, WriteError>>, Recorded);
-
-/// Applies committed operations to the tracker; answers every op but recorded fixes, which are
-/// returned to be answered once their geofence messages are stored.
-fn move_subjects(
-    tracker: &SharedTracker,
-    ops: Vec<Op>,
-    outcomes: Vec<Outcome>,
-) -> (Vec<Answer>, Vec<crate::live::Note>) {
-    let mut t = write_tracker(tracker);
-    let mut answers = Vec::new();
-    let mut notes = Vec::new();
-    for (op, outcome) in ops.into_iter().zip(outcomes) {
-        match (op, outcome) {
-            (
-                Op::Record {
-                    subject,
-                    fixes,
-                    reply,
-                    ..
-                },
-                Outcome::Recorded(inserted),
-            ) => {
-                let mut recorded = Recorded {
-                    inserted,
-                    transitions: Vec::new(),
+    /// Applies a committed group to the tracker and the write-behind set; answers refused
+    /// requests and returns the rest to be answered once their geofence messages are stored.
+    fn move_subjects(
+        &mut self,
+        group: Vec<RecordReq>,
+        existing: &HashSet<(i64, i64)>,
+        received: i64,
+    ) -> (Vec<Answer>, Vec<crate::live::Note>) {
+        let mut t = write_tracker(&self.tracker);
+        let mut answers = Vec::with_capacity(group.len());
+        let mut notes = Vec::new();
+        let mut claimed: HashSet<(i64, i64)> = HashSet::new();
+        for req in group {
+            if !is_tracked(&self.tracking, req.subject) {
+                drop(req.reply.send(Err(WriteError::LocationLess)));
+                continue;
+            }
+            let tid = req.subject.tracker_id();
+            // The first request of the group to carry a fix stored it; a later one is a duplicate.
+            let inserted = req
+                .fixes
+                .iter()
+                .filter(|f| {
+                    let key = (tid, f.recorded_at);
+                    !existing.contains(&key) && claimed.insert(key)
+                })
+                .count();
+            if let Some(newest) = req.fixes.last() {
+                // The newest fix time wins, whatever order fixes arrive in.
+                let latest = Latest {
+                    fix: *newest,
+                    received_at: received,
+                    source: req.source,
                 };
-                for f in &fixes {
-                    let fix = Fix {
-                        lon: f.lon,
-                        lat: f.lat,
-                        accuracy_m: f.accuracy_m,
-                        at_ms: f.recorded_at,
-                    };
-                    // Positions were validated before they were queued.
-                    if let Ok(changes) = t.update(subject.tracker_id(), fix) {
-                        recorded.transitions.extend(
-                            changes
-                                .left
-                                .into_iter()
-                                .map(|a| (f.recorded_at, Transition::Left(a))),
-                        );
-                        recorded.transitions.extend(
-                            changes
-                                .entered
-                                .into_iter()
-                                .map(|a| (f.recorded_at, Transition::Entered(a))),
-                        );
+                self.dirty
+                    .entry(req.subject)
+                    .and_modify(|l| {
+                        if latest.fix.recorded_at > l.fix.recorded_at {
+                            *l = latest;
+                        }
+                    })
+                    .or_insert(latest);
+            }
+            let mut recorded = Recorded {
+                inserted,
+                transitions: Vec::new(),
+            };
+            for f in &req.fixes {
+                let fix = Fix {
+                    lon: f.lon,
+                    lat: f.lat,
+                    accuracy_m: f.accuracy_m,
+                    at_ms: f.recorded_at,
+                };
+                // Positions were validated before they were queued.
+                if let Ok(changes) = t.update(tid, fix) {
+                    recorded.transitions.extend(
+                        changes
+                            .left
+                            .into_iter()
+                            .map(|a| (f.recorded_at, Transition::Left(a))),
+                    );
+                    recorded.transitions.extend(
+                        changes
+                            .entered
+                            .into_iter()
+                            .map(|a| (f.recorded_at, Transition::Entered(a))),
+                    );
+                }
+            }
+            if let Subject::User(user_id) = req.subject {
+                notes.extend(
+                    recorded.transitions.iter().filter_map(|(at, tr)| {
+                        super::transition_note(t.areas(), user_id, *at, *tr)
+                    }),
+                );
+            }
+            answers.push((req.reply, recorded));
+        }
+        (answers, notes)
+    }
+
+    /// Runs a mode switch, purge or flush on its own, after everything queued before it.
+    async fn control(&mut self, op: Control) {
+        match op {
+            Control::SetMode {
+                user_id,
+                tracking,
+                reply,
+            } => {
+                let result = set_mode(&self.db, user_id, tracking).await;
+                if result.is_ok() {
+                    self.tracking.insert(user_id, tracking);
+                    if !tracking {
+                        let subject = Subject::User(user_id);
+                        self.dirty.remove(&subject);
+                        write_tracker(&self.tracker).forget(subject.tracker_id());
                     }
                 }
-                if let Subject::User(user_id) = subject {
-                    notes.extend(recorded.transitions.iter().filter_map(|(at, tr)| {
-                        super::transition_note(t.areas(), user_id, *at, *tr)
-                    }));
-                }
-                answers.push((reply, recorded));
+                drop(reply.send(result.map_err(failed)));
             }
-            (Op::Record { reply, .. }, _) => drop(reply.send(Err(WriteError::LocationLess))),
-            (Op::GoLocationLess { reply, .. }, Outcome::Forgot(ids)) => {
-                for id in ids {
-                    t.forget(id);
-                }
-                drop(reply.send(Ok(())));
+            Control::Expire { cutoff_ms, reply } => {
+                // Written first, so that only positions really older than the cutoff go.
+                let pending: Vec<LastRow<'_>> = self.dirty.iter().map(|(s, l)| l.row(*s)).collect();
+                let result = expire(&self.db, &pending, cutoff_ms).await;
+                let result = result.map(|(n, gone)| {
+                    self.dirty.clear();
+                    let mut t = write_tracker(&self.tracker);
+                    for s in gone {
+                        t.forget(s.tracker_id());
+                    }
+                    n
+                });
+                drop(reply.send(result.map_err(failed)));
             }
-            (Op::Expire { reply, .. }, Outcome::Expired(n, ids)) => {
-                for id in ids {
-                    t.forget(id);
-                }
-                drop(reply.send(Ok(n)));
+            Control::Flush { reply } => {
+                drop(reply.send(self.flush().await.map_err(failed)));
             }
-            (Op::GoLocationLess { reply, .. }, _) => drop(reply.send(Err(WriteError::Stopped))),
-            (Op::Expire { reply, .. }, _) => drop(reply.send(Err(WriteError::Stopped))),
         }
     }
-    (answers, notes)
+
+    async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let pending: Vec<LastRow<'_>> = self.dirty.iter().map(|(s, l)| l.row(*s)).collect();
+        in_tx!(&self.db, tx => {
+            upsert_latest!(tx, &pending);
+            tx.commit().await?;
+        });
+        self.dirty.clear();
+        Ok(())
+    }
 }
 
-async fn commit(db: &Db, ops: &[Op]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let received = now_ms();
+fn failed(e: sqlx::Error) -> WriteError {
+    tracing::error!(error = %e, "position write failed");
+    WriteError::Failed(e.to_string())
+}
+
+fn is_tracked(tracking: &HashMap<i64, bool>, subject: Subject) -> bool {
+    match subject {
+        // Someone unknown to the database is refused, as before they were cached.
+        Subject::User(id) => tracking.get(&id).copied().unwrap_or(false),
+        Subject::Asset(_) => true,
+    }
+}
+
+/// One transaction: the modes of people not yet known, which of the group's fixes are stored
+/// already, and one multi-row insert of the rest.
+async fn store_group(
+    db: &Db,
+    unknown: &[i64],
+    known: &HashMap<i64, bool>,
+    group: &[RecordReq],
+    received: i64,
+) -> Result<Stored, sqlx::Error> {
     in_tx!(db, tx => {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            let outcome = match op {
-                Op::Record { subject, source, fixes, .. } => {
-                    let (kind, id) = subject.key();
-                    let tracking = match subject {
-                        Subject::User(uid) => {
-                            let mode: Option<String> = sqlx::query_scalar("SELECT location_mode FROM users WHERE id = $1")
-                                .bind(uid).fetch_optional(&mut *tx).await?;
-                            mode.as_deref() == Some("tracking")
-                        }
-                        Subject::Asset(_) => true,
-                    };
-                    if !tracking {
-                        outcomes.push(Outcome::Refused);
-                        continue;
-                    }
-                    let mut inserted = 0;
-                    for chunk in fixes.chunks(200) {
-                        let mut qb = sqlx::QueryBuilder::new(
-                            "INSERT INTO position_history (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ");
-                        qb.push_values(chunk, |mut row, f| {
-                            row.push_bind(kind).push_bind(id).push_bind(f.lat).push_bind(f.lon)
-                                .push_bind(f.accuracy_m).push_bind(f.recorded_at).push_bind(received).push_bind(*source);
-                        });
-                        qb.push(" ON CONFLICT (subject_kind, subject_id, recorded_at) DO NOTHING");
-                        inserted += qb.build().execute(&mut *tx).await?.rows_affected();
-                    }
-                    if let Some(newest) = fixes.iter().max_by_key(|f| f.recorded_at) {
-                        // The newest fix time wins, whatever order fixes arrive in.
-                        sqlx::query(
-                            "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                             ON CONFLICT (subject_kind, subject_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, \
-                             accuracy_m = excluded.accuracy_m, recorded_at = excluded.recorded_at, \
-                             received_at = excluded.received_at, source = excluded.source \
-                             WHERE excluded.recorded_at > last_positions.recorded_at")
-                            .bind(kind).bind(id).bind(newest.lat).bind(newest.lon).bind(newest.accuracy_m)
-                            .bind(newest.recorded_at).bind(received).bind(*source)
-                            .execute(&mut *tx).await?;
-                    }
-                    Outcome::Recorded(usize::try_from(inserted).unwrap_or(usize::MAX))
-                }
-                Op::GoLocationLess { user_id, .. } => {
-                    sqlx::query("UPDATE users SET location_mode = 'location_less', updated_at = $1 WHERE id = $2")
-                        .bind(received).bind(user_id).execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
-                        .bind(user_id).execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
-                        .bind(user_id).execute(&mut *tx).await?;
-                    Outcome::Forgot(vec![Subject::User(*user_id).tracker_id()])
-                }
-                Op::Expire { cutoff_ms, .. } => {
-                    let n = sqlx::query("DELETE FROM position_history WHERE recorded_at < $1")
-                        .bind(cutoff_ms).execute(&mut *tx).await?.rows_affected();
-                    let gone: Vec<(String, i64)> = sqlx::query_as(
-                        "DELETE FROM last_positions WHERE recorded_at < $1 RETURNING subject_kind, subject_id")
-                        .bind(cutoff_ms).fetch_all(&mut *tx).await?;
-                    let ids = gone.into_iter().filter_map(|(k, id)| Subject::from_key(&k, id)).map(|s| s.tracker_id()).collect();
-                    Outcome::Expired(n, ids)
-                }
-            };
-            outcomes.push(outcome);
+        let mut modes: Vec<(i64, String)> = Vec::new();
+        for chunk in unknown.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new("SELECT id, location_mode FROM users WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
+            }
+            qb.push(")");
+            modes.extend(qb.build_query_as::<(i64, String)>().persistent(false).fetch_all(&mut *tx).await?);
+        }
+        let found: HashMap<i64, bool> = modes.iter().map(|(id, m)| (*id, m == "tracking")).collect();
+        let tracked = |s: Subject| match s {
+            Subject::User(id) => known.get(&id).or(found.get(&id)).copied().unwrap_or(false),
+            Subject::Asset(_) => true,
+        };
+        // Each fix once, from the first request that carries it.
+        let mut seen: HashSet<(i64, i64)> = HashSet::new();
+        let rows: Vec<(Subject, &'static str, StoredFix)> = group
+            .iter()
+            .filter(|r| tracked(r.subject))
+            .flat_map(|r| r.fixes.iter().map(move |f| (r.subject, r.source, *f)))
+            .filter(|(s, _, f)| seen.insert((s.tracker_id(), f.recorded_at)))
+            .collect();
+        // Duplicates are rare (a resend after a lost ack), so this usually returns no row.
+        let mut existing: HashSet<(i64, i64)> = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new("SELECT h.subject_kind, h.subject_id, h.recorded_at FROM (");
+            qb.push_values(chunk, |mut row, (s, _, f)| {
+                let (kind, id) = s.key();
+                row.push_bind(kind).push_bind(id).push_bind(f.recorded_at);
+            });
+            qb.push(") AS k JOIN position_history h ON h.subject_kind = k.column1 AND h.subject_id = k.column2 \
+                     AND h.recorded_at = k.column3");
+            let found: Vec<(String, i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+            existing.extend(found.into_iter().filter_map(|(kind, id, at)| {
+                Subject::from_key(&kind, id).map(|s| (s.tracker_id(), at))
+            }));
+        }
+        let fresh: Vec<&(Subject, &'static str, StoredFix)> =
+            rows.iter().filter(|(s, _, f)| !existing.contains(&(s.tracker_id(), f.recorded_at))).collect();
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO position_history (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ");
+            qb.push_values(chunk, |mut row, (s, source, f)| {
+                let (kind, id) = s.key();
+                row.push_bind(kind).push_bind(id).push_bind(f.lat).push_bind(f.lon)
+                    .push_bind(f.accuracy_m).push_bind(f.recorded_at).push_bind(received).push_bind(*source);
+            });
+            qb.push(" ON CONFLICT (subject_kind, subject_id, recorded_at) DO NOTHING");
+            qb.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(Stored { modes, existing })
     })
+}
+
+async fn set_mode(db: &Db, user_id: i64, tracking: bool) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    if tracking {
+        return on_writer!(db, pool => sqlx::query(
+            "UPDATE users SET location_mode = 'tracking', updated_at = $1 WHERE id = $2")
+            .bind(now).bind(user_id).execute(pool).await.map(drop));
+    }
+    in_tx!(db, tx => {
+        sqlx::query("UPDATE users SET location_mode = 'location_less', updated_at = $1 WHERE id = $2")
+            .bind(now).bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Flushes `pending`, then deletes history and last positions older than the cutoff; returns
+/// the history rows deleted and the subjects whose last position went.
+async fn expire(
+    db: &Db,
+    pending: &[LastRow<'_>],
+    cutoff_ms: i64,
+) -> Result<(u64, Vec<Subject>), sqlx::Error> {
+    in_tx!(db, tx => {
+        upsert_latest!(tx, pending);
+        let n = sqlx::query("DELETE FROM position_history WHERE recorded_at < $1")
+            .bind(cutoff_ms).execute(&mut *tx).await?.rows_affected();
+        let gone: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM last_positions WHERE recorded_at < $1 RETURNING subject_kind, subject_id")
+            .bind(cutoff_ms).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((n, gone.into_iter().filter_map(|(k, id)| Subject::from_key(&k, id)).collect()))
+    })
+}
+
+type HistoryRow = (i64, String, i64, f64, f64, Option<f64>, i64, i64, String);
+
+/// At start-up, before the tracker is loaded: writes to `last_positions` the fixes a crash
+/// kept from being flushed. They are the history rows received since the newest flushed fix
+/// (ids grow in commit order: one writer), read newest first a page at a time. Returns how
+/// many subjects were brought up to date.
+pub async fn replay_unflushed(db: &Db) -> Result<usize, sqlx::Error> {
+    let flushed: Option<i64> = on_writer!(db, pool => sqlx::query_scalar(
+        "SELECT MAX(received_at) FROM last_positions").fetch_one(pool).await?);
+    let since = flushed.map_or(i64::MIN, |t| t.saturating_sub(REPLAY_SLACK_MS));
+    let mut newest: HashMap<Subject, HistoryRow> = HashMap::new();
+    let mut before = i64::MAX;
+    loop {
+        let page: Vec<HistoryRow> = on_writer!(db, pool => sqlx::query_as(
+            "SELECT id, subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source \
+             FROM position_history WHERE id < $1 ORDER BY id DESC LIMIT 1000")
+            .bind(before).fetch_all(pool).await?);
+        let mut done = page.len() < 1000;
+        for row in page {
+            before = row.0;
+            if row.7 < since {
+                done = true;
+                break;
+            }
+            let Some(subject) = Subject::from_key(&row.1, row.2) else {
+                continue;
+            };
+            match newest.get(&subject) {
+                Some(seen) if seen.6 >= row.6 => {}
+                _ => {
+                    newest.insert(subject, row);
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if newest.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<LastRow<'_>> = newest
+        .iter()
+        .map(|(subject, r)| LastRow {
+            subject: *subject,
+            fix: StoredFix {
+                lat: r.3,
+                lon: r.4,
+                accuracy_m: r.5,
+                recorded_at: r.6,
+            },
+            received_at: r.7,
+            source: &r.8,
+        })
+        .collect();
+    in_tx!(db, tx => {
+        upsert_latest!(tx, &rows);
+        tx.commit().await?;
+    });
+    Ok(rows.len())
 }

@@ -68,6 +68,9 @@ pub struct EmergencyContact {
 /// An eligible dependant of a staff member.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Dependant {
+    /// Id, assigned by the server (roll-call answers name it); ignored on input.
+    #[serde(default)]
+    pub id: Option<i64>,
     /// Name.
     pub name: String,
     /// E.g. `spouse`, `child`.

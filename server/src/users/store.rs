@@ -276,6 +276,7 @@ struct RoleRow {
 
 #[derive(sqlx::FromRow)]
 struct DependantRow {
+    id: i64,
     user_id: i64,
     name: String,
     relationship: String,
@@ -296,6 +297,7 @@ fn assemble(rows: Vec<PersonRow>, roles: Vec<RoleRow>, deps: Vec<DependantRow>) 
     let mut deps_of: HashMap<i64, Vec<Dependant>> = HashMap::new();
     for d in deps {
         deps_of.entry(d.user_id).or_default().push(Dependant {
+            id: Some(d.id),
             name: d.name,
             relationship: d.relationship,
             date_of_birth: d.date_of_birth,
@@ -339,7 +341,7 @@ pub async fn load_person(db: &Db, id: i64) -> AppResult<Person> {
         let roles: Vec<RoleRow> = sqlx::query_as("SELECT user_id, role FROM user_roles WHERE user_id = $1")
             .bind(id).fetch_all(pool).await?;
         let deps: Vec<DependantRow> = sqlx::query_as(
-            "SELECT user_id, name, relationship, date_of_birth FROM dependants WHERE user_id = $1 ORDER BY id")
+            "SELECT id, user_id, name, relationship, date_of_birth FROM dependants WHERE user_id = $1 ORDER BY id")
             .bind(id).fetch_all(pool).await?;
         (rows, roles, deps)
     });
@@ -358,7 +360,7 @@ pub async fn list_people(db: &Db, org_id: i64) -> AppResult<Vec<Person>> {
             "SELECT r.user_id, r.role FROM user_roles r JOIN users u ON u.id = r.user_id WHERE u.org_id = $1")
             .bind(org_id).fetch_all(pool).await?;
         let deps: Vec<DependantRow> = sqlx::query_as(
-            "SELECT d.user_id, d.name, d.relationship, d.date_of_birth FROM dependants d \
+            "SELECT d.id, d.user_id, d.name, d.relationship, d.date_of_birth FROM dependants d \
              JOIN users u ON u.id = d.user_id WHERE u.org_id = $1 ORDER BY d.id")
             .bind(org_id).fetch_all(pool).await?;
         (rows, roles, deps)

@@ -265,6 +265,8 @@ on_both_databases! {
         tracker(&srv, Method::GET, &query, None, None).await.expect(200);
 
         assert_eq!(stored(&srv.state.db, "asset", truck).await, 6);
+        // Last positions are written behind; reading the table directly needs a flush first.
+        srv.state.positions.flush().await.expect("flush");
         let (lat, accuracy, source): (f64, Option<f64>, String) = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_as(
             "SELECT lat, accuracy_m, source FROM last_positions WHERE subject_kind = 'asset' AND subject_id = $1")
             .bind(truck).fetch_one(pool).await.expect("last"));

@@ -132,9 +132,12 @@ on_both_databases! {
         assert_eq!(read["emergency_contact"], json!({"name": "Yasir Osman", "phone": "+249912000111"}));
         assert_eq!(read["preferred_language"], "ar");
         assert_eq!(read["roles"], json!(["staff", "operator"]));
+        // Each dependant gets an id (roll-call answers name it).
+        let ids: Vec<i64> = read["dependants"].as_array().expect("dependants").iter().filter_map(|d| d["id"].as_i64()).collect();
+        assert_eq!(ids.len(), 2);
         assert_eq!(read["dependants"], json!([
-            {"name": "Sara Osman", "relationship": "child", "date_of_birth": "2015-04-30"},
-            {"name": "Omar Osman", "relationship": "spouse", "date_of_birth": null},
+            {"id": ids[0], "name": "Sara Osman", "relationship": "child", "date_of_birth": "2015-04-30"},
+            {"id": ids[1], "name": "Omar Osman", "relationship": "spouse", "date_of_birth": null},
         ]));
 
         let creations = audit_entries(&admin, org, "user.create").await;
@@ -152,7 +155,9 @@ on_both_databases! {
             "dependants": [{"name": "Achieng", "relationship": "child", "date_of_birth": "2019-01-02"}],
         })).await.expect(200);
         assert_eq!(updated["phone"], "+254722000333");
-        assert_eq!(updated["dependants"], json!([{"name": "Achieng", "relationship": "child", "date_of_birth": "2019-01-02"}]));
+        let achieng = &updated["dependants"][0];
+        assert!(achieng["id"].is_i64(), "{achieng}");
+        assert_eq!(updated["dependants"], json!([{"id": achieng["id"], "name": "Achieng", "relationship": "child", "date_of_birth": "2019-01-02"}]));
         let me = staff.get("/api/v1/me").await.expect(200);
         assert_eq!(me["phone"], "+254722000333");
         assert_eq!(me["dependants"].as_array().expect("dependants").len(), 1);

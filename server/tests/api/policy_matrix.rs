@@ -45,6 +45,14 @@ const A_ADVISERS: &[Who] = &[Adviser, SystemAdmin];
 const A_DISPATCHERS: &[Who] = &[Operator, OrgAdmin, SystemAdmin];
 const A_DEVICE_READERS: &[Who] = &[Operator, OrgAdmin, Oversight, SystemAdmin];
 const OVERSEERS: &[Who] = &[Oversight, SystemAdmin];
+const A_RUNNERS: &[Who] = &[Operator, Adviser, SystemAdmin];
+const A_SOS: &[Who] = &[Operator, Oversight, SystemAdmin];
+const A_SOS_HANDLERS: &[Who] = &[Operator, SystemAdmin];
+/// An SOS chat of A: its operators take part, oversight reads it.
+const A_SOS_CHAT_READERS: &[Who] = &[Operator, Oversight, SystemAdmin];
+const A_SOS_CHAT_WRITERS: &[Who] = &[Operator, SystemAdmin];
+/// Who opens A's crisis channels, changes their members and closes them.
+const A_CHANNEL_KEEPERS: &[Who] = &[Operator, Adviser, SystemAdmin];
 const SYSTEM_ADMIN: &[Who] = &[SystemAdmin];
 
 const GET: Method = Method::GET;
@@ -78,8 +86,27 @@ struct World {
     /// Device credentials issued for the two members' phones.
     a_device: i64,
     b_device: i64,
+    /// An alert a system admin sent to everyone in A, and one B's adviser sent to B.
+    a_alert: i64,
+    b_alert: i64,
+    /// Roll-calls of A (asking everyone in A) and of B.
+    a_rollcall: i64,
+    b_rollcall: i64,
+    /// SOS cases of A's and B's members.
+    a_case: i64,
+    b_case: i64,
+    /// Alert templates of A and B.
+    a_template: i64,
+    b_template: i64,
     /// Draws fresh areas for the DELETE rows.
     system_admin: Client,
+    /// B's adviser, who keeps B's templates.
+    b_adviser: Client,
+    /// An SOS chat of A's member (no caller is listed in it), a crisis channel of A with A's
+    /// member, and one of B with B's member; each holds a message.
+    a_sos_chat: i64,
+    a_channel: i64,
+    b_channel: i64,
 }
 
 /// What a row sends; anything that creates something gets fresh names on every attempt.
@@ -100,6 +127,12 @@ enum Payload {
     Fix,
     /// A vehicle with a fresh name.
     NewAsset,
+    /// A browser's push subscription with a fresh endpoint.
+    NewPushSubscription,
+    /// An alert template with a fresh name.
+    NewTemplate,
+    /// A CAP 1.2 alert with a fresh identifier over the Juba square, where A's member is.
+    CapDocument,
     /// The caller's own email and password.
     OwnCredentials,
     /// A refresh token from a fresh login of the caller.
@@ -122,6 +155,17 @@ enum Subject {
     Me,
     /// `{id}` is a new area owned by this organisation (`None`: shared), drawn for every attempt.
     FreshArea(Option<i64>),
+    /// `{id}` is a new alert of A (sent by a system admin) or of B (`true`, sent by B's
+    /// adviser), for every attempt.
+    FreshAlert(bool),
+    /// `{id}` is a new template of A (`false`) or B (`true`) for every attempt.
+    FreshTemplate(bool),
+    /// `{id}` is an open roll-call of A (`false`) or B (`true`), new for every attempt.
+    FreshRollcall(bool),
+    /// `{id}` is an open SOS case of A's system admin (`false`) or B's adviser (`true`).
+    FreshCase(bool),
+    /// `{id}` is a new crisis channel of A (`false`) or B (`true`) for every attempt.
+    FreshChannel(bool),
 }
 
 struct Row {
@@ -208,6 +252,48 @@ async fn issue_device(system_admin: &Client, org: i64, user: i64) -> i64 {
     issued["id"].as_i64().expect("device id")
 }
 
+fn alert_to(org: i64) -> Value {
+    json!({"translations": {"en": {"title": "Test", "body": "Matrix"}}, "severity": "minor",
+        "target": {"organisations": [org]}})
+}
+
+async fn send_alert(system_admin: &Client, org: i64) -> i64 {
+    let alert = system_admin
+        .post("/api/v1/alerts", alert_to(org))
+        .await
+        .expect(201);
+    alert["id"].as_i64().expect("alert id")
+}
+
+async fn save_template(adviser: &Client) -> i64 {
+    let t = adviser
+        .post(
+            "/api/v1/alert-templates",
+            json!({"name": unique("Template "), "content": {"severity": "minor"}}),
+        )
+        .await
+        .expect(201);
+    t["id"].as_i64().expect("template id")
+}
+
+async fn start_rollcall(starter: &Client, org: i64) -> i64 {
+    let rc = starter
+        .post(
+            "/api/v1/rollcalls",
+            json!({"title": unique("Roll-call "), "target": {"organisations": [org]}}),
+        )
+        .await
+        .expect(201);
+    rc["id"].as_i64().expect("roll-call id")
+}
+
+/// The caller's open SOS case (pressing again returns it), or a new one.
+async fn press_sos(person: &Client) -> i64 {
+    let case = person.post("/api/v1/sos", json!({})).await;
+    assert!(case.status == 200 || case.status == 201, "{:?}", case.body);
+    case.body["id"].as_i64().expect("case id")
+}
+
 async fn email_of(client: &Client) -> String {
     let me = client.get("/api/v1/me").await.expect(200);
     me["email"].as_str().expect("email").to_string()
@@ -222,6 +308,7 @@ async fn build_world(srv: &TestServer) -> World {
     let b_member = srv.user(b, &[Role::Staff], false).await;
     let _b_admin = srv.user(b, &[Role::OrgAdmin], false).await;
     let system_admin = srv.user(a, &[Role::Staff], true).await;
+    let b_adviser = srv.user(b, &[Role::Adviser], false).await;
     let mut callers = vec![Caller {
         who: Anonymous,
         client: srv.anon(),
@@ -243,9 +330,34 @@ async fn build_world(srv: &TestServer) -> World {
         client: system_admin.clone(),
         email: email_of(&system_admin).await,
     });
+    let a_alert = send_alert(&system_admin, a).await;
+    let a_rollcall = start_rollcall(&system_admin, a).await;
+    let b_rollcall = start_rollcall(&b_adviser, b).await;
+    let a_case = press_sos(&a_member).await;
+    // A's member is in the Juba square, so a CAP alert over it reaches someone.
+    let now = Timestamp(vigil_server::db::now_ms()).to_rfc3339();
+    a_member
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [{"lat": 4.85, "lon": 31.6, "recorded_at": now}]}),
+        )
+        .await
+        .expect(200);
+    let b_case = press_sos(&b_member).await;
+    let a_sos_chat = open_chat(srv, a, vigil_server::chat::Kind::Sos, a_member.user_id).await;
+    let a_channel = open_chat(srv, a, vigil_server::chat::Kind::Group, a_member.user_id).await;
+    let b_channel = open_chat(srv, b, vigil_server::chat::Kind::Group, b_member.user_id).await;
+    // An alert belongs to the sender's organisation: B's is sent by B's adviser.
+    let b_alert = send_alert(&b_adviser, b).await;
     World {
         a,
         b,
+        a_alert,
+        b_alert,
+        a_rollcall,
+        b_rollcall,
+        a_case,
+        b_case,
         callers,
         a_member: a_member.user_id,
         b_member: b_member.user_id,
@@ -256,14 +368,43 @@ async fn build_world(srv: &TestServer) -> World {
         b_asset: register_asset(&system_admin, b).await,
         a_device: issue_device(&system_admin, a, a_member.user_id).await,
         b_device: issue_device(&system_admin, b, b_member.user_id).await,
+        a_template: save_template(&system_admin).await,
+        b_template: save_template(&b_adviser).await,
         system_admin,
+        b_adviser,
+        a_sos_chat,
+        a_channel,
+        b_channel,
     }
+}
+
+/// A conversation of `org` whose one member has written in it.
+async fn open_chat(srv: &TestServer, org: i64, kind: vigil_server::chat::Kind, member: i64) -> i64 {
+    let new = vigil_server::chat::NewConversation {
+        org_id: org,
+        kind,
+        ref_id: None,
+        title: unique("Chat "),
+        created_by: None,
+        members: vec![member],
+    };
+    let id = vigil_server::chat::open(&srv.state, new)
+        .await
+        .expect("chat opens");
+    vigil_server::chat::post(&srv.state, id, member, "seed", "First message")
+        .await
+        .expect("first message");
+    id
+}
+
+fn channel_in(org: i64) -> Value {
+    json!({"kind": "group", "title": unique("Channel "), "org_id": org})
 }
 
 /// One row per route and whose data it touches.
 #[rustfmt::skip]
 fn table(w: &World) -> Vec<Row> {
-    use Subject::{FreshArea, Id, IdRole, Me, Plain, Query};
+    use Subject::{FreshAlert, FreshArea, FreshCase, FreshChannel, FreshRollcall, FreshTemplate, Id, IdRole, Me, Plain, Query};
     use Payload::{Fix, Nothing, OnFreshSession, OwnCredentials, OwnRefreshToken, Roster};
     let (a, b, a_member, b_member) = (w.a, w.b, w.a_member, w.b_member);
     let phone = || Payload::Json(json!({"phone": "+254 700 000 001"}));
@@ -375,6 +516,104 @@ fn table(w: &World) -> Vec<Row> {
         row(POST,   "/api/v1/ingest/osmand", "a session, no device credential", Query("?lat=4.85&lon=31.6".into()),
             Nothing, EVERYONE, 401),
         row(GET,    "/api/v1/ws", "a plain request, no upgrade", Plain, Nothing, EVERYONE, 400),
+        // Web push: everyone signed in registers and removes the subscriptions of their own
+        // devices; there is no way to name anyone else's.
+        row(GET,    "/api/v1/push/vapid-public-key", "the deployment's", Plain, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/push/subscriptions", "own", Plain, Nothing, SIGNED_IN, 200),
+        row(POST,   "/api/v1/push/subscriptions", "own, a new browser", Plain, Payload::NewPushSubscription, SIGNED_IN, 201),
+        row(DELETE, "/api/v1/push/subscriptions", "own", Plain,
+            Payload::Json(json!({"endpoint": "https://push.example.invalid/never-registered"})), SIGNED_IN, 204),
+        // Alerts: advisers send within their organisation, a system admin anywhere; the
+        // organisation's operators, advisers and org admins follow them, oversight sees all.
+        row(POST,   "/api/v1/alerts",          "A", Plain, Payload::Json(alert_to(a)), A_ADVISERS, 201),
+        row(POST,   "/api/v1/alerts",          "B", Plain, Payload::Json(alert_to(b)), SYSTEM_ADMIN, 201),
+        row(POST,   "/api/v1/alerts/preview",  "A", Plain, Payload::Json(json!({"organisations": [a]})), A_ADVISERS, 200),
+        row(POST,   "/api/v1/alerts/preview",  "B", Plain, Payload::Json(json!({"organisations": [b]})), SYSTEM_ADMIN, 200),
+        row(GET,    "/api/v1/alerts",          "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/alerts",          "B", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/alerts/{id}",     "A's alert", Id(w.a_alert), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/alerts/{id}",     "B's alert", Id(w.b_alert), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/alerts/{id}/recipients", "A's alert", Id(w.a_alert), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/alerts/{id}/recipients", "B's alert", Id(w.b_alert), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/alerts/{id}/cancel", "A's alert", FreshAlert(false), Nothing, A_ADVISERS, 200),
+        row(POST,   "/api/v1/alerts/{id}/cancel", "B's alert", FreshAlert(true), Nothing, SYSTEM_ADMIN, 200),
+        // Everyone in A received A's alert and confirms their own copy.
+        row(POST,   "/api/v1/alerts/{id}/receipt", "own copy", Id(w.a_alert),
+            Payload::Json(json!({"state": "read"})), SIGNED_IN, 204),
+        row(GET,    "/api/v1/me/alerts",       "own inbox", Plain, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/alert-templates", "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
+        row(POST,   "/api/v1/alert-templates", "own organisation", Plain, Payload::NewTemplate, A_ADVISERS, 201),
+        row(PUT,    "/api/v1/alert-templates/{id}", "A's", Id(w.a_template), Payload::NewTemplate, A_ADVISERS, 200),
+        row(PUT,    "/api/v1/alert-templates/{id}", "B's", Id(w.b_template), Payload::NewTemplate, SYSTEM_ADMIN, 200),
+        row(DELETE, "/api/v1/alert-templates/{id}", "A's", FreshTemplate(false), Nothing, A_ADVISERS, 204),
+        row(DELETE, "/api/v1/alert-templates/{id}", "B's", FreshTemplate(true), Nothing, SYSTEM_ADMIN, 204),
+        // Broadcast grants reach beyond an organisation: only a system admin gives them.
+        row(GET,    "/api/v1/users/{id}/broadcast-grants", "A's member", Id(a_member), Nothing, SYSTEM_ADMIN, 200),
+        row(PUT,    "/api/v1/users/{id}/broadcast-grants", "A's member", Id(a_member), Payload::Json(json!({"org_ids": []})), SYSTEM_ADMIN, 200),
+        // CAP: the alerts as CAP documents and an Atom index for those who may see them;
+        // importing a foreign CAP alert is sending one.
+        row(GET,    "/api/v1/alerts/{id}/cap.xml", "A's alert", Id(w.a_alert), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/alerts/{id}/cap.xml", "B's alert", Id(w.b_alert), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/cap/feed.atom", "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/cap/feed.atom", "B", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/cap/import", "A", Plain, Payload::CapDocument, A_ADVISERS, 201),
+        // Roll-calls: operators and advisers run their organisation's; everyone asked answers.
+        row(POST,   "/api/v1/rollcalls", "A", Plain, Payload::Json(json!({"title": "Check", "target": {"organisations": [a]}})), A_RUNNERS, 201),
+        row(POST,   "/api/v1/rollcalls", "B", Plain, Payload::Json(json!({"title": "Check", "target": {"organisations": [b]}})), SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/rollcalls", "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/rollcalls", "B", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}", "A's", Id(w.a_rollcall), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}", "B's", Id(w.b_rollcall), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}/people", "A's", Id(w.a_rollcall), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}/people", "B's", Id(w.b_rollcall), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}/export.csv", "A's", Id(w.a_rollcall), Nothing, A_PERSONNEL_READERS, 200),
+        row(GET,    "/api/v1/rollcalls/{id}/export.csv", "B's", Id(w.b_rollcall), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/rollcalls/{id}/answer", "own row", Id(w.a_rollcall), Payload::Json(json!({"status": "safe"})), SIGNED_IN, 204),
+        row(POST,   "/api/v1/rollcalls/{id}/account", "A's member", Id(w.a_rollcall),
+            Payload::Json(json!({"user_id": a_member, "status": "safe", "how": "phoned"})), A_RUNNERS, 204),
+        row(POST,   "/api/v1/rollcalls/{id}/account", "B's member", Id(w.b_rollcall),
+            Payload::Json(json!({"user_id": b_member, "status": "safe", "how": "phoned"})), SYSTEM_ADMIN, 204),
+        row(POST,   "/api/v1/rollcalls/{id}/close", "A's", FreshRollcall(false), Nothing, A_RUNNERS, 200),
+        row(POST,   "/api/v1/rollcalls/{id}/close", "B's", FreshRollcall(true), Nothing, SYSTEM_ADMIN, 200),
+        row(GET,    "/api/v1/me/rollcalls", "own", Plain, Nothing, SIGNED_IN, 200),
+        // SOS: anyone presses; their organisation's operators handle it; oversight watches.
+        row(POST,   "/api/v1/sos", "own", Plain, Payload::Json(json!({})), SIGNED_IN, 201),
+        row(GET,    "/api/v1/sos", "own or organisation's", Plain, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/sos", "B", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/sos/{id}", "A's member's", Id(w.a_case), Nothing, A_SOS, 200),
+        row(GET,    "/api/v1/sos/{id}", "B's member's", Id(w.b_case), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/sos/{id}/claim", "A's member's", Id(w.a_case), Payload::Json(json!({"take_over": true})), A_SOS_HANDLERS, 200),
+        row(POST,   "/api/v1/sos/{id}/claim", "B's member's", Id(w.b_case), Payload::Json(json!({"take_over": true})), SYSTEM_ADMIN, 200),
+        row(POST,   "/api/v1/sos/{id}/notes", "A's member's", Id(w.a_case), Payload::Json(json!({"text": "called"})), A_SOS_HANDLERS, 200),
+        row(POST,   "/api/v1/sos/{id}/notes", "B's member's", Id(w.b_case), Payload::Json(json!({"text": "called"})), SYSTEM_ADMIN, 200),
+        row(POST,   "/api/v1/sos/{id}/close", "A's", FreshCase(false), Payload::Json(json!({"outcome": "safe"})), A_SOS_HANDLERS, 200),
+        row(POST,   "/api/v1/sos/{id}/close", "B's", FreshCase(true), Payload::Json(json!({"outcome": "safe"})), SYSTEM_ADMIN, 200),
+        // Chat: members take part; an SOS chat also has its organisation's operators; oversight
+        // reads every conversation and writes in none; operators and advisers keep channels.
+        row(GET,    "/api/v1/conversations", "own", Plain, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/conversations", "B's", Query(format!("?org_id={b}")), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/conversations", "A", Plain, Payload::Json(channel_in(a)), A_CHANNEL_KEEPERS, 201),
+        row(POST,   "/api/v1/conversations", "B", Plain, Payload::Json(channel_in(b)), SYSTEM_ADMIN, 201),
+        row(GET,    "/api/v1/conversations/{id}", "A's SOS chat", Id(w.a_sos_chat), Nothing, A_SOS_CHAT_READERS, 200),
+        row(GET,    "/api/v1/conversations/{id}", "B's channel", Id(w.b_channel), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/conversations/{id}/messages", "A's SOS chat", Id(w.a_sos_chat), Nothing, A_SOS_CHAT_READERS, 200),
+        row(GET,    "/api/v1/conversations/{id}/messages", "B's channel", Id(w.b_channel), Nothing, OVERSEERS, 200),
+        row(POST,   "/api/v1/conversations/{id}/messages", "A's SOS chat", Id(w.a_sos_chat),
+            Payload::Json(json!({"client_id": "matrix-1", "body": "On our way"})), A_SOS_CHAT_WRITERS, 201),
+        row(POST,   "/api/v1/conversations/{id}/messages", "B's channel", Id(w.b_channel),
+            Payload::Json(json!({"client_id": "matrix-1", "body": "Hello"})), SYSTEM_ADMIN, 201),
+        row(POST,   "/api/v1/conversations/{id}/read", "A's SOS chat", Id(w.a_sos_chat), Payload::Json(json!({"seq": 1})), A_SOS_CHAT_WRITERS, 204),
+        row(POST,   "/api/v1/conversations/{id}/read", "B's channel", Id(w.b_channel), Payload::Json(json!({"seq": 1})), SYSTEM_ADMIN, 204),
+        row(POST,   "/api/v1/conversations/{id}/members", "A's channel", Id(w.a_channel),
+            Payload::Json(json!({"user_ids": [a_member]})), A_CHANNEL_KEEPERS, 204),
+        row(POST,   "/api/v1/conversations/{id}/members", "B's channel", Id(w.b_channel),
+            Payload::Json(json!({"user_ids": [b_member]})), SYSTEM_ADMIN, 204),
+        row(DELETE, "/api/v1/conversations/{id}/members", "A's channel", Id(w.a_channel),
+            Payload::Json(json!({"user_ids": [a_member]})), A_CHANNEL_KEEPERS, 204),
+        row(DELETE, "/api/v1/conversations/{id}/members", "B's channel", Id(w.b_channel),
+            Payload::Json(json!({"user_ids": [b_member]})), SYSTEM_ADMIN, 204),
+        row(POST,   "/api/v1/conversations/{id}/close", "A's channel", FreshChannel(false), Nothing, A_CHANNEL_KEEPERS, 200),
+        row(POST,   "/api/v1/conversations/{id}/close", "B's channel", FreshChannel(true), Nothing, SYSTEM_ADMIN, 200),
     ]
 }
 
@@ -386,6 +625,37 @@ async fn path_for(w: &World, row: &Row, caller: &Caller) -> String {
         Subject::Id(id) | Subject::IdRole(id, _) => *id,
         Subject::Me => caller.client.user_id,
         Subject::FreshArea(owner) => draw_area(&w.system_admin, *owner).await,
+        Subject::FreshAlert(of_b) => {
+            send_alert(
+                if *of_b { &w.b_adviser } else { &w.system_admin },
+                if *of_b { w.b } else { w.a },
+            )
+            .await
+        }
+        Subject::FreshRollcall(of_b) => {
+            if *of_b {
+                start_rollcall(&w.b_adviser, w.b).await
+            } else {
+                start_rollcall(&w.system_admin, w.a).await
+            }
+        }
+        Subject::FreshCase(of_b) => {
+            press_sos(if *of_b { &w.b_adviser } else { &w.system_admin }).await
+        }
+        Subject::FreshChannel(of_b) => {
+            let channel = w
+                .system_admin
+                .post(
+                    "/api/v1/conversations",
+                    channel_in(if *of_b { w.b } else { w.a }),
+                )
+                .await
+                .expect(201);
+            channel["id"].as_i64().expect("channel id")
+        }
+        Subject::FreshTemplate(of_b) => {
+            save_template(if *of_b { &w.b_adviser } else { &w.system_admin }).await
+        }
     };
     let path = row.route.replace("{id}", &id.to_string());
     match row.subject {
@@ -411,6 +681,30 @@ async fn attempt(srv: &TestServer, w: &World, row: &Row, caller: &Caller) -> Res
         }
         Payload::NewArea { org } => owned_square(&unique("Area "), *org),
         Payload::NewAsset => json!({"kind": "vehicle", "name": unique("Vehicle ")}),
+        Payload::NewTemplate => {
+            json!({"name": unique("Template "), "content": {"severity": "minor"}})
+        }
+        Payload::CapDocument => {
+            let sent = vigil_server::cap::format_time(time::OffsetDateTime::now_utc());
+            let xml = format!(
+                r#"<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>{}</identifier>
+<sender>matrix@example.org</sender><sent>{sent}</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
+<info><category>Security</category><event>Test</event><urgency>Immediate</urgency><severity>Minor</severity><certainty>Observed</certainty>
+<area><areaDesc>Juba</areaDesc><polygon>4.8,31.5 4.8,31.7 4.9,31.7 4.9,31.5 4.8,31.5</polygon></area></info></alert>"#,
+                unique("cap")
+            );
+            return client
+                .send_raw(method, &path, "application/cap+xml", xml.into_bytes())
+                .await;
+        }
+        Payload::NewPushSubscription => {
+            use base64::Engine;
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let key = p256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+            json!({"endpoint": format!("https://push.example.invalid/{}", unique("s")),
+                "keys": {"p256dh": b64.encode(key.to_encoded_point(false).as_bytes()), "auth": b64.encode([9u8; 16])}})
+        }
         Payload::Fix => {
             let now = Timestamp(vigil_server::db::now_ms()).to_rfc3339();
             json!({"fixes": [{"lat": 4.85, "lon": 31.6, "accuracy_m": 12.0, "recorded_at": now}]})

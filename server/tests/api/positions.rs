@@ -278,3 +278,196 @@ async fn people_inside_are_told_when_an_area_expires_without_moving() {
             .is_empty()
     );
 }
+
+/// The stored last position of a person, read from the table itself.
+async fn last_position_row(db: &Db, user_id: i64) -> Option<(f64, f64, i64)> {
+    vigil_server::on_reader!(db, pool => sqlx::query_as(
+        "SELECT lat, lon, recorded_at FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
+        .bind(user_id).fetch_optional(pool).await.expect("last position"))
+}
+
+/// A server crashes after acknowledging fixes but before writing its last positions behind:
+/// the next server on the same database knows the newest acknowledged position anyway.
+async fn a_crash_before_the_flush_loses_no_acknowledged_position(backend: crate::support::Backend) {
+    let never = |s: &mut vigil_server::Settings| s.position_flush_ms = 3_600_000;
+    let Some(first) = TestServer::start_with(backend, never).await else {
+        return;
+    };
+    let org = first.org().await;
+    let adviser = first.user(org, &[Role::Adviser], false).await;
+    let staff = first.user(org, &[Role::Staff], false).await;
+    let juba = juba_area(&adviser).await;
+    let before_crash = staff
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [fix(4.85, 31.58, 60_000)]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(before_crash["accepted"], 1);
+    // The buffered fixes of an hour offline, newest first; then one more over the socket path.
+    staff
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [fix(4.86, 31.59, 30_000), fix(4.0, 30.0, 3_600_000)]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        last_position_row(&first.state.db, staff.user_id).await,
+        None,
+        "written behind: nothing in the table yet, only in memory and in the history"
+    );
+
+    // "Crash": the first server never flushes; a second one starts on the same database.
+    let url = first.state.settings.database_url.clone();
+    let second = TestServer::start_with(backend, |s| s.database_url = url)
+        .await
+        .expect("second server");
+    let newest = {
+        let t = vigil_server::areas::read_tracker(&second.state.tracker);
+        assert_eq!(
+            t.members_of(juba),
+            [staff.user_id],
+            "the restarted server places her in Juba"
+        );
+        t.last_fix(staff.user_id)
+            .expect("her last fix is known after the restart")
+    };
+    assert_eq!((newest.lat, newest.lon), (4.86, 31.59));
+    let (lat, lon, _) = last_position_row(&second.state.db, staff.user_id)
+        .await
+        .expect("restored into last_positions");
+    assert_eq!((lat, lon), (4.86, 31.59));
+    drop(second);
+    drop(first);
+}
+
+/// A clean stop writes the pending last positions before it closes the database. (SQLite:
+/// the file outlives the server here, where the harness's PostgreSQL database does not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_writes_pending_last_positions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/kept.db", dir.path().display());
+    let srv = TestServer::start_with(crate::support::Backend::Sqlite, |s| {
+        s.database_url = url.clone();
+        s.position_flush_ms = 3_600_000;
+    })
+    .await
+    .expect("server");
+    let org = srv.org().await;
+    let staff = srv.user(org, &[Role::Staff], false).await;
+    staff
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [fix(2.04, 45.31, 5_000)]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(last_position_row(&srv.state.db, staff.user_id).await, None);
+    srv.stop().await;
+    // The table itself, without starting a server (which would replay the history).
+    let db = Db::connect(&url, 1).await.expect("database");
+    let row = last_position_row(&db, staff.user_id)
+        .await
+        .expect("flushed at shutdown");
+    assert_eq!((row.0, row.1), (2.04, 45.31));
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_flush_loses_no_acknowledged_position_sqlite() {
+    a_crash_before_the_flush_loses_no_acknowledged_position(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_flush_loses_no_acknowledged_position_postgres() {
+    a_crash_before_the_flush_loses_no_acknowledged_position(crate::support::Backend::Postgres)
+        .await;
+}
+
+on_both_databases! {
+    async fn switching_back_and_forth_while_the_phone_sends_keeps_only_acknowledged_fixes(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let times: Vec<i64> = (0..30).map(|i| 10_000 + i * 1000).collect();
+        let mut sends = Vec::new();
+        for (i, ago_ms) in times.iter().copied().enumerate() {
+            let c = staff.clone();
+            let at = Timestamp(now_ms() - ago_ms);
+            sends.push(tokio::spawn(async move {
+                let body = json!({"fixes": [{"lat": 3.0, "lon": 30.0 + i as f64 / 100.0, "recorded_at": at.to_rfc3339()}]});
+                (at.0, c.post("/api/v1/positions", body).await.status)
+            }));
+        }
+        // She opts out and straight back in while the phone is still sending.
+        staff.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200);
+        staff.put("/api/v1/me/location-mode", json!({"mode": "tracking"})).await.expect(200);
+        let mut acked = Vec::new();
+        for s in sends {
+            let (at, status) = s.await.expect("task");
+            assert!(status == 200 || status == 409, "stored before a switch or refused while location-less: {status}");
+            if status == 200 {
+                acked.push(at);
+            }
+        }
+        let stored: Vec<i64> = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+            "SELECT recorded_at FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(staff.user_id).fetch_all(pool).await.expect("history"));
+        assert!(stored.iter().all(|at| acked.contains(at)), "a refused fix was stored: {stored:?} vs {acked:?}");
+
+        // Tracking again: a fix is accepted and kept; opting out removes every trace again.
+        let r = staff.post("/api/v1/positions", json!({"fixes": [fix(3.5, 30.5, 0)]})).await.expect(200);
+        assert_eq!(r["accepted"], 1);
+        staff.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200);
+        staff.post("/api/v1/positions", json!({"fixes": [fix(3.6, 30.6, 0)]})).await.problem(409);
+        srv.state.positions.flush().await.expect("flush");
+        let left: i64 = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM position_history WHERE subject_kind = 'user' AND subject_id = $1) \
+                  + (SELECT COUNT(*) FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1)")
+            .bind(staff.user_id).fetch_one(pool).await.expect("count"));
+        assert_eq!(left, 0, "no row survives the switch, not even one written behind");
+        assert!(vigil_server::areas::read_tracker(&srv.state.tracker).last_fix(staff.user_id).is_none());
+    }
+
+    async fn one_group_of_many_phones_stores_each_fix_once_and_counts_duplicates(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let juba = juba_area(&adviser).await;
+        let mut phones = Vec::new();
+        for _ in 0..6 {
+            phones.push(srv.user(org, &[Role::Staff], false).await);
+        }
+        // Every phone sends the same two fixes three times at once: within one group, across
+        // groups, or both; each is stored once and the rest are counted as duplicates.
+        let mut sends = Vec::new();
+        for phone in &phones {
+            let batch = json!({"fixes": [fix(4.0, 30.0, 120_000), fix(4.85, 31.58, 60_000)]});
+            for _ in 0..3 {
+                let (c, b) = (phone.clone(), batch.clone());
+                sends.push(tokio::spawn(async move { (c.user_id, c.post("/api/v1/positions", b).await.expect(200)) }));
+            }
+        }
+        let mut accepted: std::collections::HashMap<i64, (i64, i64)> = std::collections::HashMap::new();
+        for s in sends {
+            let (user, r) = s.await.expect("task");
+            let e = accepted.entry(user).or_default();
+            e.0 += r["accepted"].as_i64().expect("accepted");
+            e.1 += r["duplicates"].as_i64().expect("duplicates");
+        }
+        for phone in &phones {
+            assert_eq!(accepted[&phone.user_id], (2, 4), "two fixes stored once each, four duplicates");
+            let n: i64 = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
+                .bind(phone.user_id).fetch_one(pool).await.expect("count"));
+            assert_eq!(n, 2);
+            // One crossing into Juba each, so one message each, numbered from 1.
+            let kinds: Vec<(i64, String)> = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_as(
+                "SELECT seq, kind FROM user_messages WHERE user_id = $1 ORDER BY seq")
+                .bind(phone.user_id).fetch_all(pool).await.expect("messages"));
+            assert_eq!(kinds, [(1, "area_entered".to_string())]);
+        }
+        let members = vigil_server::areas::read_tracker(&srv.state.tracker).members_of(juba);
+        assert_eq!(members.len(), phones.len());
+    }
+}

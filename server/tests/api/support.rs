@@ -141,13 +141,7 @@ impl TestServer {
 
     /// A client with no credentials.
     pub fn anon(&self) -> Client {
-        Client {
-            base: self.url.clone(),
-            http: reqwest::Client::new(),
-            token: None,
-            refresh: None,
-            user_id: 0,
-        }
+        Client::at(&self.url)
     }
 
     /// Creates a user directly in storage (as `vigil admin create-user` does) and logs in.
@@ -246,6 +240,27 @@ pub struct Client {
     pub refresh: Option<String>,
     /// The signed-in user's id (set by [`TestServer::user`]).
     pub user_id: i64,
+}
+
+impl Client {
+    /// A client with no credentials for the server at `base` (e.g. a spawned `vigil` process).
+    pub fn at(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            http: reqwest::Client::new(),
+            token: None,
+            refresh: None,
+            user_id: 0,
+        }
+    }
+
+    /// The same credentials against another server process on the same database.
+    pub fn rebased(&self, base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// A response: status, headers and body (JSON if it parses, else a string).

@@ -12,17 +12,22 @@ use vigil_server::policy::Role;
 use crate::on_both_databases;
 use crate::support::{Client, TestServer};
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A phone's or console's WebSocket.
-struct Ws {
-    socket: Socket,
+pub struct Ws {
+    pub socket: Socket,
 }
 
 impl Ws {
-    async fn open(srv: &TestServer) -> Ws {
-        let url = format!("{}/api/v1/ws", srv.url.replace("http://", "ws://"));
+    pub async fn open(srv: &TestServer) -> Ws {
+        Ws::open_at(&srv.url).await
+    }
+
+    /// Opens a socket to the server at `base` (`http://…`).
+    pub async fn open_at(base: &str) -> Ws {
+        let url = format!("{}/api/v1/ws", base.replace("http://", "ws://"));
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
@@ -30,8 +35,13 @@ impl Ws {
     }
 
     /// Opens, says hello with the client's token and `last_seq`, and returns the welcome.
-    async fn hello(srv: &TestServer, client: &Client, last_seq: i64) -> (Ws, Value) {
-        let mut ws = Ws::open(srv).await;
+    pub async fn hello(srv: &TestServer, client: &Client, last_seq: i64) -> (Ws, Value) {
+        Ws::hello_at(&srv.url, client, last_seq).await
+    }
+
+    /// Like [`Ws::hello`], to the server at `base`.
+    pub async fn hello_at(base: &str, client: &Client, last_seq: i64) -> (Ws, Value) {
+        let mut ws = Ws::open_at(base).await;
         ws.send(json!({"type": "hello", "token": client.token, "last_seq": last_seq}))
             .await;
         let welcome = ws.next().await;
@@ -39,7 +49,7 @@ impl Ws {
         (ws, welcome)
     }
 
-    async fn send(&mut self, v: Value) {
+    pub async fn send(&mut self, v: Value) {
         self.socket
             .send(Message::Text(v.to_string().into()))
             .await
@@ -47,7 +57,7 @@ impl Ws {
     }
 
     /// The next JSON message (pings are answered by the library).
-    async fn next(&mut self) -> Value {
+    pub async fn next(&mut self) -> Value {
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
                 .await
@@ -65,7 +75,7 @@ impl Ws {
     }
 
     /// The next message of a given type, skipping others.
-    async fn next_of(&mut self, kind: &str) -> Value {
+    pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {
             let m = self.next().await;
             if m["type"] == kind || m["type"] == "closed" {
@@ -86,7 +96,7 @@ async fn send(srv: &TestServer, user_id: i64, payload: Value) -> Result<(), sqlx
     vigil_server::live::send_many(&srv.state.db, &srv.state.hub, vec![note]).await
 }
 
-fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
+pub fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
     json!({"lat": lat, "lon": lon, "accuracy_m": 5.0, "recorded_at": Timestamp(now_ms() - ms_ago).to_rfc3339()})
 }
 

@@ -1,0 +1,150 @@
+//! The roll-call board: who is safe, needs help, has not answered, or cannot be reached, by
+//! organisation and by area.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::Counts;
+use crate::AppState;
+use crate::db::{Db, Timestamp, now_ms};
+use crate::error::AppResult;
+use crate::live::Hub;
+use crate::on_reader;
+
+/// The status the board shows: a no-answer no device is known to have received is
+/// "unreachable".
+const STATUS: &str = "CASE WHEN p.status = 'no_answer' AND p.delivered_at IS NULL THEN 'unreachable' ELSE p.status END";
+
+/// Where a roll-call stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Board {
+    /// People and dependants asked.
+    pub total: i64,
+    /// Answered safe (or accounted for as safe).
+    pub safe: i64,
+    /// Need help.
+    pub need_help: i64,
+    /// Received it and have not answered.
+    pub no_answer: i64,
+    /// Have not answered, and no device is known to have received it.
+    pub unreachable: i64,
+    /// The same counts per organisation id.
+    #[schema(value_type = Object)]
+    pub by_organisation: BTreeMap<i64, Counts>,
+    /// The same counts per area the people are in now (from their last known positions);
+    /// people without a known position are under `null`.
+    pub by_area: Vec<AreaCounts>,
+    /// When this was counted.
+    pub counted_at: Option<Timestamp>,
+}
+
+/// Counts of one area.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AreaCounts {
+    /// The area (`null`: no known position).
+    pub area_id: Option<i64>,
+    /// Its name.
+    pub name: String,
+    /// Counts by status.
+    #[schema(value_type = Object)]
+    pub counts: Counts,
+}
+
+fn add(board: &mut Board, status: &str, n: i64) {
+    board.total += n;
+    match status {
+        "safe" => board.safe += n,
+        "need_help" => board.need_help += n,
+        "unreachable" => board.unreachable += n,
+        _ => board.no_answer += n,
+    }
+}
+
+/// The counts and the per-organisation split, straight from storage; returns the roll-call's
+/// organisation too.
+pub async fn totals(db: &Db, id: i64) -> Result<(i64, Board), sqlx::Error> {
+    let rows: Vec<(i64, String, i64)> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT u.org_id, {STATUS} AS s, COUNT(*) FROM rollcall_people p JOIN users u ON u.id = p.user_id \
+         WHERE p.rollcall_id = $1 GROUP BY u.org_id, s")))
+        .bind(id).fetch_all(pool).await?);
+    let org: Option<i64> = on_reader!(db, pool => sqlx::query_scalar("SELECT org_id FROM rollcalls WHERE id = $1")
+        .bind(id).fetch_optional(pool).await?);
+    let mut board = Board {
+        counted_at: Some(Timestamp(now_ms())),
+        ..Board::default()
+    };
+    for (org_id, status, n) in rows {
+        add(&mut board, &status, n);
+        *board
+            .by_organisation
+            .entry(org_id)
+            .or_default()
+            .entry(status)
+            .or_default() += n;
+    }
+    Ok((org.unwrap_or_default(), board))
+}
+
+/// The whole board, with the per-area split from the people's current positions.
+pub async fn compute(state: &AppState, id: i64) -> AppResult<Board> {
+    let (_, mut board) = totals(&state.db, id).await?;
+    let rows: Vec<(i64, String)> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT p.user_id, {STATUS} AS s FROM rollcall_people p WHERE p.rollcall_id = $1")))
+        .bind(id).fetch_all(pool).await?);
+    let mut by_area: BTreeMap<Option<i64>, Counts> = BTreeMap::new();
+    let mut names: BTreeMap<Option<i64>, String> = BTreeMap::new();
+    {
+        let tracker = crate::areas::read_tracker(&state.tracker);
+        for (user, status) in rows {
+            let areas = tracker
+                .areas_of(user)
+                .map(<[i64]>::to_vec)
+                .unwrap_or_default();
+            if areas.is_empty() {
+                *by_area.entry(None).or_default().entry(status).or_default() += 1;
+                continue;
+            }
+            for area in areas {
+                names.entry(Some(area)).or_insert_with(|| {
+                    tracker
+                        .areas()
+                        .get(area)
+                        .map(|a| a.name.clone())
+                        .unwrap_or_default()
+                });
+                *by_area
+                    .entry(Some(area))
+                    .or_default()
+                    .entry(status.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+    board.by_area = by_area
+        .into_iter()
+        .map(|(area_id, counts)| AreaCounts {
+            name: names
+                .remove(&area_id)
+                .unwrap_or_else(|| "no known position".into()),
+            area_id,
+            counts,
+        })
+        .collect();
+    Ok(board)
+}
+
+/// Pushes a board to the consoles following the organisation's operations.
+pub fn publish_to(hub: &Hub, org: i64, id: i64, board: &Board) {
+    hub.publish_alert_event(
+        org,
+        &json!({"type": "rollcall_board", "rollcall_id": id, "board": board}),
+    );
+}
+
+/// Like [`publish_to`], from a handler.
+pub fn publish(state: &AppState, org: i64, id: i64, board: &Board) {
+    publish_to(&state.hub, org, id, board);
+}

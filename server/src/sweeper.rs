@@ -1,0 +1,37 @@
+//! Background sweeps over rows that fall due (alert fallbacks, roll-call reminders): once a
+//! second, claim and work batches until fewer than a full batch are due, until shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::AppState;
+
+/// Runs `sweep` every second (and again at once while it reports a full `batch`) until the
+/// server shuts down; failures are logged under `name` and retried at the next tick.
+pub fn spawn<F, Fut>(state: &AppState, name: &'static str, batch: usize, sweep: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, sqlx::Error>> + Send,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            loop {
+                match sweep(state.clone()).await {
+                    Ok(n) if n >= batch => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, sweep = name, "background sweep failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
