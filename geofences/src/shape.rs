@@ -1083,33 +1083,35 @@ mod tests {
 
     #[test]
     fn intersection_of_polygons_and_circles() {
-        let nairobi = Shape::from_rings(&[vec![square(36.6, -1.45, 37.1, -1.15)]]).unwrap();
-        let overlapping = Shape::from_rings(&[vec![square(37.0, -1.3, 37.5, -1.0)]]).unwrap();
-        let far = Shape::from_rings(&[vec![square(39.0, -4.2, 39.8, -3.9)]]).unwrap();
+        let nairobi =
+            Shape::from_rings(&[vec![square(36.6, -1.45, 37.1, -1.15)]]).expect("valid shape");
+        let overlapping =
+            Shape::from_rings(&[vec![square(37.0, -1.3, 37.5, -1.0)]]).expect("valid shape");
+        let far = Shape::from_rings(&[vec![square(39.0, -4.2, 39.8, -3.9)]]).expect("valid shape");
         assert!(nairobi.intersects(&overlapping) && overlapping.intersects(&nairobi));
         assert!(!nairobi.intersects(&far));
         // A 5 km circle 3 km east of the square's edge reaches it; a 1 km one does not.
         let east = 37.1 + 3_000.0 / (M_PER_DEG * 1.3_f64.to_radians().cos());
         assert!(
             Shape::circle(east, -1.3, 5_000.0)
-                .unwrap()
+                .expect("valid shape")
                 .intersects(&nairobi)
         );
         assert!(
             !Shape::circle(east, -1.3, 1_000.0)
-                .unwrap()
+                .expect("valid shape")
                 .intersects(&nairobi)
         );
         // A circle wholly inside, and a polygon wholly inside a circle.
         assert!(
             Shape::circle(36.8, -1.3, 500.0)
-                .unwrap()
+                .expect("valid shape")
                 .intersects(&nairobi)
         );
-        assert!(nairobi.intersects(&Shape::circle(36.85, -1.3, 200_000.0).unwrap()));
-        let a = Shape::circle(36.8, -1.3, 1_000.0).unwrap();
-        assert!(a.intersects(&Shape::circle(36.8, -1.315, 800.0).unwrap()));
-        assert!(!a.intersects(&Shape::circle(36.8, -1.33, 800.0).unwrap()));
+        assert!(nairobi.intersects(&Shape::circle(36.85, -1.3, 200_000.0).expect("valid shape")));
+        let a = Shape::circle(36.8, -1.3, 1_000.0).expect("valid shape");
+        assert!(a.intersects(&Shape::circle(36.8, -1.315, 800.0).expect("valid shape")));
+        assert!(!a.intersects(&Shape::circle(36.8, -1.33, 800.0).expect("valid shape")));
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct RoundReport {
     pub alert_id: Option<i64>,
     /// `recipient_count` of the 201 (must equal K + M).
     pub recipient_count: Option<i64>,
+    /// `POST /alerts/preview` of the same target just before (not timed with the alert): who
+    /// it reaches, and how long finding them takes (the targeting part of the POST).
+    pub preview_total: Option<i64>,
+    pub preview_ms: Option<f64>,
     /// POST start → 201: the alert, its ledger and every copy committed (and handed to the
     /// connected devices' queues).
     pub post_ms: Option<f64>,
@@ -132,6 +136,8 @@ pub struct RoundReport {
 pub struct Aggregate {
     /// POST → 201 over the R alerts.
     pub post_ms: LatencyMs,
+    /// The previews (targeting alone) over the R alerts.
+    pub preview_ms: LatencyMs,
     /// Every inside device's receipt of every alert.
     pub delivery_ms: LatencyMs,
     pub all_received_ms_max: Option<f64>,
@@ -682,6 +688,7 @@ pub async fn broadcast(o: BroadcastOpts) -> anyhow::Result<BroadcastReport> {
         payload_bytes: 0,
         delivery_samples: Vec::new(),
         post_samples: Vec::new(),
+        preview_samples: Vec::new(),
     };
     let mut rounds = Vec::with_capacity(o.rounds);
     for r in 1..=o.rounds {
@@ -698,6 +705,7 @@ pub async fn broadcast(o: BroadcastOpts) -> anyhow::Result<BroadcastReport> {
         payload_bytes,
         delivery_samples: mut all_samples,
         mut post_samples,
+        mut preview_samples,
         ..
     } = session;
 
@@ -746,6 +754,9 @@ pub async fn broadcast(o: BroadcastOpts) -> anyhow::Result<BroadcastReport> {
 
     let aggregate = Aggregate {
         post_ms: summarize(&mut post_samples)
+            .map(LatencyMs::from)
+            .unwrap_or_default(),
+        preview_ms: summarize(&mut preview_samples)
             .map(LatencyMs::from)
             .unwrap_or_default(),
         delivery_ms: summarize(&mut all_samples)
@@ -815,6 +826,7 @@ struct Session<'a> {
     payload_bytes: usize,
     delivery_samples: Vec<Duration>,
     post_samples: Vec<Duration>,
+    preview_samples: Vec<Duration>,
 }
 
 /// Sends alert `r` and follows it until every inside device has it and has had its receipt
@@ -825,6 +837,22 @@ async fn alert_round(s: &mut Session<'_>, r: usize) -> RoundReport {
     let before = s.o.probe.sample();
     let client_before = s.client.sample();
     let body = alert_body(&s.zone, s.o.fresh_within_secs, r);
+    let (preview_total, preview_ms) = match preview(s, &body["target"]).await {
+        Ok((total, took)) => {
+            s.preview_samples.push(took);
+            if total != s.expected as i64 {
+                s.errors.add(format!(
+                    "round {r}: the preview counts {total} recipients, expected {}",
+                    s.expected
+                ));
+            }
+            (Some(total), Some(ms(took)))
+        }
+        Err(e) => {
+            s.errors.add(format!("round {r}: preview: {e:#}"));
+            (None, None)
+        }
+    };
     let t0 = Instant::now();
     let mut post = {
         let (http, url, token) = (s.http.clone(), s.url.clone(), s.adviser_token.clone());
@@ -965,6 +993,8 @@ async fn alert_round(s: &mut Session<'_>, r: usize) -> RoundReport {
         round: r,
         alert_id: alert,
         recipient_count,
+        preview_total,
+        preview_ms,
         post_ms,
         reached: round.n_received,
         missing,
@@ -1004,6 +1034,29 @@ async fn alert_round(s: &mut Session<'_>, r: usize) -> RoundReport {
         report.errors
     );
     report
+}
+
+/// `POST /alerts/preview` of `target`: who it reaches and how long that took.
+async fn preview(s: &Session<'_>, target: &serde_json::Value) -> anyhow::Result<(i64, Duration)> {
+    let started = Instant::now();
+    let resp = s
+        .http
+        .post(format!("{}/preview", s.url))
+        .bearer_auth(&s.adviser_token)
+        .json(target)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok((
+        v["total"].as_i64().context("a preview without total")?,
+        took,
+    ))
 }
 
 /// Counts one device event against the round of alert `id`.
@@ -1140,6 +1193,10 @@ fn print_markdown(r: &BroadcastReport) {
         lat(a.post_ms)
     );
     println!(
+        "| of which targeting (`POST /alerts/preview` of the same target, just before) | {} |",
+        lat(a.preview_ms)
+    );
+    println!(
         "| **delivery latency** (POST start → device receipt), {} receipts | **{}** |",
         a.reached,
         lat(a.delivery_ms)
@@ -1174,16 +1231,19 @@ fn print_markdown(r: &BroadcastReport) {
     }
     println!();
     println!(
-        "| alert | id | recipients | POST→201 | reached / wrong / dup | delivery p50 / p95 / p99 / max | all received | all acked | console all | server CPU | server RSS before → peak | load-gen CPU | errors |"
+        "| alert | id | recipients | preview | POST→201 | reached / wrong / dup | delivery p50 / p95 / p99 / max | all received | all acked | console all | server CPU | server RSS before → peak | load-gen CPU | errors |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for x in &r.rounds {
         let l = x.delivery_ms;
         println!(
-            "| {} | {} | {} | {} | {} / {} / {} | {:.0} / {:.0} / {:.0} / {:.0} ms | {} | {} | {} | {} | {} → {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {:.0} / {:.0} / {:.0} / {:.0} ms | {} | {} | {} | {} | {} → {} | {} | {} |",
             x.round,
             x.alert_id.map_or_else(|| "—".into(), |i| i.to_string()),
             x.recipient_count.unwrap_or(0),
+            opt_ms(x.preview_ms),
             opt_ms(x.post_ms),
             x.reached,
             x.wrong_deliveries,

@@ -184,6 +184,7 @@ async fn every_scenario_runs_small_against_a_real_server() {
     let mut ids = Vec::new();
     for r in &b.rounds {
         assert_eq!(r.recipient_count, Some(13), "round {}", r.round);
+        assert_eq!(r.preview_total, Some(13), "round {}", r.round);
         assert_eq!(
             (
                 r.reached,
