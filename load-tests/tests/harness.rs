@@ -226,7 +226,13 @@ async fn every_scenario_runs_small_against_a_real_server() {
                 "{:?}",
                 m.first_errors
             );
-            assert_eq!(m.payload_bytes, b.payload_bytes);
+            // The same alert body; the ids inside it differ by a digit or two between runs.
+            assert!(
+                m.payload_bytes.abs_diff(b.payload_bytes) <= 16,
+                "{} vs {}",
+                m.payload_bytes,
+                b.payload_bytes
+            );
             assert_eq!(m.rounds.len(), 2);
             for r in &m.rounds {
                 assert_eq!((r.received, r.missing, r.duplicates), (8, 0, 0));
