@@ -139,15 +139,7 @@ async fn an_alert_survives_kill_9_mid_delivery_and_no_phone_sees_it_twice() {
     ];
     let first = Vigil::start(&db, &env).await;
     let admin = Client::at(&first.url).login(&admin_email, PASSWORD).await;
-    let org = admin
-        .post(
-            "/api/v1/organisations",
-            json!({"name": unique("Org "), "short_name": unique("K")}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_i64()
-        .expect("org id");
+    let org = organisation(&admin).await;
     let adviser = person(&admin, &first.url, org, &["adviser"]).await;
     // Half the phones are online; the other half are asleep with a web-push subscription.
     let mut online = Vec::new();
@@ -269,15 +261,7 @@ async fn chat_messages_acknowledged_before_kill_9_are_all_there_once() {
     let (db, admin_email) = deployment(dir.path());
     let first = Vigil::start(&db, &[]).await;
     let admin = Client::at(&first.url).login(&admin_email, PASSWORD).await;
-    let org = admin
-        .post(
-            "/api/v1/organisations",
-            json!({"name": unique("Org "), "short_name": unique("C")}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_i64()
-        .expect("org id");
+    let org = organisation(&admin).await;
     let operator = person(&admin, &first.url, org, &["operator"]).await;
     let staff = person(&admin, &first.url, org, &["staff"]).await;
     let c = operator
