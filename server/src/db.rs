@@ -21,6 +21,8 @@ pub enum Db {
         read: SqlitePool,
         /// Every write, one at a time.
         write: SqlitePool,
+        /// The background checkpointer's connection (see [`Db::spawn_checkpointer`]).
+        checkpoint: SqlitePool,
     },
     /// PostgreSQL: one pool; the server handles concurrent writers.
     Postgres(PgPool),
@@ -39,6 +41,13 @@ pub enum DbError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
+
+/// How often the checkpointer copies the WAL into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL pages (4 KiB) after which the writer checkpoints by itself (the checkpointer is late).
+const WAL_BACKSTOP_PAGES: u32 = 16_384;
+/// Bytes the WAL file is truncated to after a checkpoint reset.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Which engine a [`Db`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +109,17 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Checkpoints run beside the writer (`spawn_checkpointer`), not inside its
+                // commits; the writer only checkpoints itself if the WAL outgrows this many
+                // pages because the checkpointer fell behind.
+                .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
             let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            let checkpoint = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(opts.clone())
                 .await?;
@@ -109,7 +127,11 @@ impl Db {
                 .max_connections(max_connections.max(2))
                 .connect_with(opts.read_only(true))
                 .await?;
-            Ok(Db::Sqlite { read, write })
+            Ok(Db::Sqlite {
+                read,
+                write,
+                checkpoint,
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -172,6 +194,34 @@ impl Db {
         }
     }
 
+    /// SQLite: copies the write-ahead log into the database file every
+    /// [`CHECKPOINT_EVERY`] on a connection of its own, so that the page writes and fsync of a
+    /// checkpoint happen beside the single writer instead of inside one of its commits (they
+    /// cost a large broadcast or a burst of positions 100–300 ms). PASSIVE never waits for
+    /// readers or the writer. Nothing to do on PostgreSQL. Stops with `shutdown`.
+    pub fn spawn_checkpointer(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let Db::Sqlite { checkpoint, .. } = self else {
+            return;
+        };
+        let pool = checkpoint.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+        });
+    }
+
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         on_reader!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
@@ -180,9 +230,14 @@ impl Db {
     /// Closes every pool, waiting for checked-out connections to return.
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { read, write } => {
+            Db::Sqlite {
+                read,
+                write,
+                checkpoint,
+            } => {
                 read.close().await;
                 write.close().await;
+                checkpoint.close().await;
             }
             Db::Postgres(pool) => pool.close().await,
         }

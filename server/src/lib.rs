@@ -132,6 +132,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         push: pusher,
         sms: sms_gateway,
     };
+    state.db.spawn_checkpointer(state.shutdown.clone());
     positions::spawn_retention(&state);
     positions::spawn_validity_watch(&state);
     alerts::fallback::spawn(&state);

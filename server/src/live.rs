@@ -156,6 +156,14 @@ impl Hub {
         }
     }
 
+    /// The people among `ids` with at least one connection open on this node.
+    pub fn connected_among(&self, ids: impl IntoIterator<Item = i64>) -> Vec<i64> {
+        let inner = self.lock();
+        ids.into_iter()
+            .filter(|id| inner.by_user.contains_key(id))
+            .collect()
+    }
+
     /// Connections open for a person on this node.
     pub fn connections_of(&self, user_id: i64) -> usize {
         self.lock().by_user.get(&user_id).map_or(0, Vec::len)
@@ -259,6 +267,15 @@ impl Hub {
         }
     }
 
+    /// Whether any operator connection follows `org`'s live positions (events are built only
+    /// then: at tens of thousands of fixes a second, a JSON value per fix for nobody adds up).
+    pub fn watched(&self, org: i64) -> bool {
+        self.lock()
+            .watchers
+            .values()
+            .any(|w| w.org.is_none_or(|o| o == org))
+    }
+
     /// Sends a live event to the operators watching `org`.
     pub fn publish(&self, org: i64, about_user: Option<i64>, event: &serde_json::Value) {
         let mut inner = self.lock();
@@ -298,7 +315,7 @@ impl Hub {
 macro_rules! store_messages_for_set {
     ($tx:ident, $set:expr, $bind:expr, $kind:expr, $payload:expr, $now:expr) => {{
         let bump = format!(
-            "UPDATE users SET msg_seq = msg_seq + 1 WHERE id IN ({}) RETURNING id, msg_seq",
+            "UPDATE message_seqs SET seq = seq + 1 WHERE user_id IN ({}) RETURNING user_id, seq",
             $set
         );
         let seqs: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(bump))
@@ -307,7 +324,7 @@ macro_rules! store_messages_for_set {
             .await?;
         let insert = format!(
             "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
-             SELECT id, msg_seq, $2, $3, $4 FROM users WHERE id IN ({})",
+             SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({})",
             $set
         );
         sqlx::query(sqlx::AssertSqlSafe(insert))
@@ -371,11 +388,11 @@ pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx:
         // commit, so numbers commit in order, without gaps; the first is `new - count + 1`.
         let mut next: HashMap<i64, i64> = HashMap::with_capacity(counts.len());
         for chunk in counts.chunks(CHUNK) {
-            let mut qb = sqlx::QueryBuilder::new("UPDATE users SET msg_seq = msg_seq + v.column2 FROM (");
+            let mut qb = sqlx::QueryBuilder::new("UPDATE message_seqs SET seq = seq + v.column2 FROM (");
             qb.push_values(chunk, |mut row, (id, n)| {
                 row.push_bind(*id).push_bind(*n);
             });
-            qb.push(") AS v WHERE users.id = v.column1 RETURNING users.id, users.msg_seq");
+            qb.push(") AS v WHERE message_seqs.user_id = v.column1 RETURNING message_seqs.user_id, message_seqs.seq");
             let rows: Vec<(i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
             let added: HashMap<i64, i64> = chunk.iter().copied().collect();
             next.extend(rows.into_iter().map(|(id, seq)| (id, seq - added.get(&id).copied().unwrap_or(1) + 1)));
@@ -415,10 +432,15 @@ pub async fn messages_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    // An alert's copy in the stream is its ledger row (one row per recipient, written once);
+    // it comes out as a reference that `expand` replaces by the alert.
     let mut messages: Vec<StoredMessage> = crate::on_reader!(db, pool => sqlx::query_as(
-        "SELECT seq, kind, payload, created_at FROM user_messages WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        "SELECT seq, kind, payload, created_at FROM user_messages WHERE user_id = $1 AND seq > $2 \
+         UNION ALL \
+         SELECT r.seq, 'alert', '{\"alert_id\":' || CAST(r.alert_id AS TEXT) || '}', a.created_at \
+         FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id WHERE r.user_id = $1 AND r.seq > $2 \
+         ORDER BY seq LIMIT $3")
         .bind(user_id).bind(after).bind(limit).fetch_all(pool).await)?;
-    // Alerts are stored once, not once per recipient: their messages hold a reference.
     crate::alerts::store::expand(db, &mut messages).await?;
     Ok(messages)
 }

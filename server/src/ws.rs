@@ -188,7 +188,7 @@ impl Connection {
         };
         let (registration, mut queue) = self.state.hub.register(actor.user_id);
         let current: i64 = match crate::on_reader!(&self.state.db, pool => sqlx::query_scalar(
-            "SELECT msg_seq FROM users WHERE id = $1").bind(actor.user_id).fetch_one(pool).await)
+            "SELECT seq FROM message_seqs WHERE user_id = $1").bind(actor.user_id).fetch_one(pool).await)
         {
             Ok(s) => s,
             Err(e) => {

@@ -1,6 +1,9 @@
 //! Fallback delivery: web push, then SMS, for copies no device has confirmed.
 //!
-//! Every ledger row carries `next_attempt_at`. A sweeper claims due rows by moving that time
+//! An alert carries `fallback_at` (`alert_push_after_secs` after sending): when it comes, the
+//! sweeper arms the copies no device has confirmed by giving them a `next_attempt_at` (copies
+//! already delivered never enter the schedule, and sending writes no per-copy index entry).
+//! The sweeper claims due rows by moving that time
 //! forward by a lease (so another node, or this one after a crash, leaves them alone until the
 //! lease runs out), tries the next channel, and records the outcome with the next time due:
 //! - first, web push to every subscription of the person (high urgency, expiring with the
@@ -73,6 +76,35 @@ struct Outcome {
     sent_by: Option<&'static str>,
 }
 
+/// Alerts armed per sweep.
+const ARM_BATCH: i64 = 20;
+
+/// Puts the unconfirmed copies of alerts whose `fallback_at` has come on the schedule.
+/// Claiming the alert (clearing `fallback_at`) and arming its copies commit together, so a
+/// crash leaves either both or neither, and two nodes never arm one alert twice.
+async fn arm(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
+    let db = &state.db;
+    let due: Vec<(i64, i64)> = on_reader!(db, pool => sqlx::query_as(
+        "SELECT id, fallback_at FROM alerts WHERE fallback_at IS NOT NULL AND fallback_at <= $1 \
+         ORDER BY fallback_at LIMIT $2")
+        .bind(now).bind(ARM_BATCH).fetch_all(pool).await?);
+    for (alert_id, at) in due {
+        in_tx!(db, tx => {
+            let claimed = sqlx::query("UPDATE alerts SET fallback_at = NULL WHERE id = $1 AND fallback_at IS NOT NULL")
+                .bind(alert_id).execute(&mut *tx).await?.rows_affected();
+            if claimed == 1 {
+                sqlx::query(
+                    "UPDATE alert_recipients SET next_attempt_at = $2 \
+                     WHERE alert_id = $1 AND state IN ('queued', 'sent') AND next_attempt_at IS NULL \
+                     AND push_attempts = 0 AND sms_messages = 0")
+                    .bind(alert_id).bind(at).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+    }
+    Ok(())
+}
+
 /// Claims and works one batch of due copies; returns how many were claimed.
 pub async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
     let now = now_ms();
@@ -82,6 +114,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
         .push_timeout_secs
         .max(state.settings.sms_timeout_secs);
     let lease = i64::try_from(slowest).unwrap_or(60) * 1_000 + LEASE_MARGIN_MS;
+    arm(state, now).await?;
     let due: Vec<Due> = in_tx!(db, tx => {
         let due = sqlx::query_as(
             "UPDATE alert_recipients SET next_attempt_at = $2 \

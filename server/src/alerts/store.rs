@@ -301,8 +301,11 @@ pub async fn send(
     insert_and_deliver(state, new, &audience, now).await
 }
 
-/// Stores an alert, its ledger and its recipients' messages in one transaction, then hands the
-/// messages to connected devices.
+/// Stores an alert with its ledger in one transaction, then hands it to connected devices.
+///
+/// Each ledger row is also the recipient's numbered copy (see [`crate::live::messages_after`]),
+/// so a broadcast writes, per person, one counter bump and one ledger row: three set-based
+/// statements plus one per distinct combination of reasons, whatever the audience.
 pub async fn insert_and_deliver(
     state: &AppState,
     new: NewAlert,
@@ -310,14 +313,21 @@ pub async fn insert_and_deliver(
     now: i64,
 ) -> AppResult<Alert> {
     let db = &state.db;
-    let ids: Vec<i64> = audience.recipients.iter().map(|(id, _)| *id).collect();
-    let ids = serde_json::to_string(&ids).unwrap_or_default();
-    let pairs: Vec<(i64, String)> = audience
-        .recipients
-        .iter()
-        .map(|(id, bits)| (*id, Reason::names(*bits)))
+    let all: Vec<i64> = audience.recipients.iter().map(|(id, _)| *id).collect();
+    let all_json = serde_json::to_string(&all).unwrap_or_default();
+    let mut by_reasons: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
+    for (id, bits) in &audience.recipients {
+        by_reasons.entry(*bits).or_default().push(*id);
+    }
+    let groups: Vec<(String, String)> = by_reasons
+        .into_iter()
+        .map(|(bits, ids)| {
+            (
+                Reason::names(bits),
+                serde_json::to_string(&ids).unwrap_or_default(),
+            )
+        })
         .collect();
-    let pairs = serde_json::to_string(&pairs).unwrap_or_default();
     let counts = serde_json::to_string(&LedgerCounts {
         queued: i64::try_from(audience.recipients.len()).unwrap_or(i64::MAX),
         ..LedgerCounts::default()
@@ -326,38 +336,76 @@ pub async fn insert_and_deliver(
     let v = &new.valid;
     let content = serde_json::to_string(&v.translations).unwrap_or_default();
     let target = serde_json::to_string(&v.target).unwrap_or_default();
-    let first_fallback =
+    let fallback_at =
         now + i64::try_from(state.settings.alert_push_after_secs).unwrap_or(5) * 1_000;
-    let ints = db.json_ints(1);
-    let pair_set = db.json_pairs(1);
-    let (alert_id, seqs) = in_tx!(db, tx => {
+    let bump = format!(
+        "UPDATE message_seqs SET seq = seq + 1 WHERE user_id IN ({})",
+        db.json_ints(1)
+    );
+    let ledger = format!(
+        "INSERT INTO alert_recipients (alert_id, user_id, reasons, seq, state) \
+         SELECT $2, m.user_id, $3, m.seq, 'queued' FROM message_seqs m WHERE m.user_id IN ({})",
+        db.json_ints(1)
+    );
+    let alert_id = in_tx!(db, tx => {
         let alert_id: i64 = sqlx::query_scalar(
             "INSERT INTO alerts (org_id, sender_id, identifier, cap_sender, cap_sent, source, msg_type, references_id, \
              severity, urgency, certainty, category, security_level, default_language, content, target, sms_fallback, \
-             recipient_count, counts, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) RETURNING id")
+             recipient_count, counts, created_at, expires_at, fallback_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) RETURNING id")
             .bind(new.org_id).bind(new.sender_id).bind(&new.identifier).bind(&new.cap_sender).bind(&new.cap_sent)
             .bind(new.source).bind(new.msg_type).bind(new.references_id)
             .bind(enum_name(&v.severity)).bind(enum_name(&v.urgency)).bind(enum_name(&v.certainty)).bind(enum_name(&v.category))
             .bind(v.security_level).bind(&v.default_language).bind(&content).bind(&target).bind(v.sms_fallback)
             .bind(i64::try_from(audience.recipients.len()).unwrap_or(i64::MAX)).bind(&counts).bind(now).bind(v.expires_at)
+            .bind(fallback_at)
             .fetch_one(&mut *tx).await?;
-        let reference = json!({"alert_id": alert_id}).to_string();
-        let seqs = crate::store_messages_for_set!(tx, ints, &ids, KIND_ALERT, &reference, now);
-        let ledger = format!(
-            "INSERT INTO alert_recipients (alert_id, user_id, reasons, seq, state, next_attempt_at) \
-             SELECT $2, u.id, r.tag, u.msg_seq, 'queued', $3 FROM ({pair_set}) AS r JOIN users u ON u.id = r.id");
-        sqlx::query(sqlx::AssertSqlSafe(ledger)).bind(&pairs).bind(alert_id).bind(first_fallback)
-            .execute(&mut *tx).await?;
+        // Each counter stays locked until commit, so a person's numbers commit in order.
+        sqlx::query(sqlx::AssertSqlSafe(bump.clone())).bind(&all_json).execute(&mut *tx).await?;
+        for (reasons, ids) in &groups {
+            sqlx::query(sqlx::AssertSqlSafe(ledger.clone())).bind(ids).bind(alert_id).bind(reasons)
+                .execute(&mut *tx).await?;
+        }
         crate::audit::record(&mut *tx, new.sender_id, Some(new.org_id), "alert.send", &format!("alert:{alert_id}"),
             &format!("{} recipients; {}", audience.recipients.len(), new.identifier)).await?;
         tx.commit().await?;
-        (alert_id, seqs)
+        alert_id
     });
     let alert = load(db, alert_id).await?;
-    deliver_live(state, &alert, KIND_ALERT, &wire_payload(&alert), &seqs);
     state.metrics.alerts_sent.inc();
+    // The sender's 201 means "committed"; handing copies to sockets runs beside it. A crash
+    // in between loses nothing: devices read the ledger when they resume.
+    let (task_state, delivered) = (state.clone(), alert.clone());
+    tokio::spawn(async move {
+        if let Err(e) = deliver_to_connected(&task_state, &delivered, all).await {
+            tracing::warn!(alert_id = delivered.id, error = %e, "live delivery failed; devices get it on resume");
+        }
+    });
     Ok(alert)
+}
+
+/// Hands a committed alert to the recipients connected to this node. Only they need their
+/// numbers now, read from the committed ledger rows (which never change).
+async fn deliver_to_connected(state: &AppState, alert: &Alert, all: Vec<i64>) -> AppResult<()> {
+    let online = state.hub.connected_among(all);
+    if !online.is_empty() {
+        let seqs = seqs_of(&state.db, alert.id, &online).await?;
+        deliver_live(state, alert, KIND_ALERT, &wire_payload(alert), &seqs);
+    }
+    Ok(())
+}
+
+/// The stream numbers of `people`'s copies of an alert.
+async fn seqs_of(db: &Db, alert_id: i64, people: &[i64]) -> AppResult<Vec<(i64, i64)>> {
+    let sql = format!(
+        "SELECT user_id, seq FROM alert_recipients WHERE alert_id = $2 AND user_id IN ({})",
+        db.json_ints(1)
+    );
+    let people = serde_json::to_string(people).unwrap_or_default();
+    Ok(
+        on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(&people).bind(alert_id).fetch_all(pool).await?),
+    )
 }
 
 /// Hands a stored message to every connected device of its people; records who it reached.
@@ -394,7 +442,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
     let text = payload.to_string();
     let set = "SELECT user_id FROM alert_recipients WHERE alert_id = $1";
     let seqs = in_tx!(&state.db, tx => {
-        let changed = sqlx::query("UPDATE alerts SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
+        let changed = sqlx::query("UPDATE alerts SET cancelled_at = $2, fallback_at = NULL WHERE id = $1 AND cancelled_at IS NULL")
             .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
         if changed == 0 {
             return Err(AppError::Conflict(format!("alert {id} is already cancelled")));
@@ -415,7 +463,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
 /// update itself, which references it.
 pub async fn supersede(db: &Db, id: i64, now: i64) -> AppResult<()> {
     in_tx!(db, tx => {
-        sqlx::query("UPDATE alerts SET cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1")
+        sqlx::query("UPDATE alerts SET cancelled_at = COALESCE(cancelled_at, $2), fallback_at = NULL WHERE id = $1")
             .bind(id).bind(now).execute(&mut *tx).await?;
         sqlx::query("UPDATE alert_recipients SET next_attempt_at = NULL WHERE alert_id = $1 AND next_attempt_at IS NOT NULL")
             .bind(id).execute(&mut *tx).await?;

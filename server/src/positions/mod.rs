@@ -336,6 +336,9 @@ pub async fn accept(
     let transitions = describe(state, &recorded.transitions);
     let (kind, id) = subject.key();
     let about_user = matches!(subject, Subject::User(_)).then_some(id);
+    if !state.hub.watched(org_id) {
+        return Ok((recorded, transitions));
+    }
     let is_latest = newest.filter(|n| {
         read_tracker(&state.tracker)
             .last_fix(subject.tracker_id())

@@ -33,16 +33,39 @@ on_both_databases! {
             ..Default::default()
         };
         vigil_server::users::create_person(&srv.state.db, org, person, None).await.expect("user");
-        let anon = srv.anon();
-        // A login spends tens of milliseconds hashing: it is still in flight when shutdown begins.
-        let in_flight = tokio::spawn(async move {
-            anon.post("/api/v1/auth/login", serde_json::json!({"email": email, "password": crate::support::PASSWORD})).await
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A raw connection the server has certainly accepted (it answered a first request on
+        // it), then a login whose body is only half sent when shutdown begins: the request is
+        // in flight however loaded the machine is, and cannot finish before the rest arrives.
+        let addr = srv.url.trim_start_matches("http://").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        conn.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("write");
+        let mut first = vec![0u8; 4096];
+        let n = conn.read(&mut first).await.expect("read");
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"), "first request answered");
+        let body = serde_json::json!({"email": email, "password": crate::support::PASSWORD}).to_string();
+        let (head, tail) = body.split_at(body.len() / 2);
+        conn.write_all(format!("POST /api/v1/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+            Content-Length: {}\r\n\r\n{head}", body.len()).as_bytes()).await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let url = srv.url.clone();
-        srv.stop().await;
-        assert_eq!(in_flight.await.expect("task").status, 200, "the request in flight was answered");
-        assert!(reqwest::get(format!("{url}/healthz")).await.is_err(), "no new connections after shutdown");
+        let stopping = tokio::spawn(srv.stop());
+        let mut refused = false;
+        for _ in 0..100 {
+            if reqwest::get(format!("{url}/healthz")).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(refused, "no new connections once shutdown began");
+        conn.write_all(tail.as_bytes()).await.expect("the rest of the body");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "the request in flight was answered: {answer}");
+        assert!(answer.contains("access_token"), "{answer}");
+        stopping.await.expect("server stopped");
     }
 
     async fn readiness_fails_once_shutdown_begins(srv: TestServer) {
