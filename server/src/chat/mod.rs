@@ -74,7 +74,7 @@ pub enum Kind {
     Sos,
     /// A roll-call's crisis channel.
     Rollcall,
-    /// An area's crisis channel.
+    /// An area's crisis channel (first members: who is inside it and who follows it).
     Area,
     /// A duty station's channel (its wardens, everyone assigned there).
     DutyStation,
@@ -669,8 +669,15 @@ async fn create(
                 }
                 Some(_) => {}
             }
-            if kind == Kind::DutyStation {
-                members.extend(store::assigned_to(&state.db, org_id, ref_id).await?);
+            match kind {
+                Kind::DutyStation => {
+                    members.extend(store::assigned_to(&state.db, org_id, ref_id).await?);
+                }
+                Kind::Area => {
+                    let inside = people_inside(&state, ref_id);
+                    members.extend(store::area_people(&state.db, org_id, ref_id, &inside).await?);
+                }
+                _ => {}
             }
         }
     }
@@ -687,6 +694,22 @@ async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(detail(&state, &actor, id).await?)))
+}
+
+/// People whose last known position is inside an area (whatever its age: a channel for a
+/// crisis there should reach whoever was last seen there).
+fn people_inside(state: &AppState, area: i64) -> Vec<i64> {
+    let tracker = crate::areas::read_tracker(&state.tracker);
+    let Some(a) = tracker.areas().get(area) else {
+        return Vec::new();
+    };
+    tracker
+        .positions()
+        .within_shape(&a.shape)
+        .into_iter()
+        // People are positive ids in the tracker; assets are negative.
+        .filter(|id| *id > 0)
+        .collect()
 }
 
 /// Checks that every id names an active person of `org`.

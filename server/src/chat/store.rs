@@ -197,6 +197,21 @@ pub async fn assigned_to(db: &Db, org: i64, duty_station: i64) -> AppResult<Vec<
         .bind(org).bind(duty_station).fetch_all(pool).await?))
 }
 
+/// Active people of `org` among `ids`, plus those who follow `area` by hand (location-less
+/// staff): an area channel's first members.
+pub async fn area_people(db: &Db, org: i64, area: i64, inside: &[i64]) -> AppResult<Vec<i64>> {
+    let set = serde_json::to_string(inside).unwrap_or_default();
+    let sql = format!(
+        "SELECT id FROM users WHERE org_id = $2 AND active AND (id IN ({}) \
+         OR id IN (SELECT user_id FROM followed_areas WHERE area_id = $3)) ORDER BY id",
+        db.json_ints(1)
+    );
+    Ok(
+        on_reader!(db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&set).bind(org).bind(area).fetch_all(pool).await?),
+    )
+}
+
 /// A conversation about to be stored.
 #[derive(Debug)]
 pub struct Insert<'a> {

@@ -401,6 +401,39 @@ on_both_databases! {
         say(&operator, case, "o1", "Closing").await.problem(409);
     }
 
+    async fn an_area_channel_gathers_who_is_inside_and_who_follows_it(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let area = json!({"type": "Feature", "properties": {"name": crate::support::unique("Bor "), "security_level": 5},
+            "geometry": {"type": "Polygon", "coordinates": [[[31.50, 6.15], [31.60, 6.15], [31.60, 6.25], [31.50, 6.25], [31.50, 6.15]]]}});
+        let area = adviser.post("/api/v1/areas", area).await.expect(201)["id"].as_i64().expect("area");
+        let fix = |lat: f64, lon: f64| json!({"fixes": [{"lat": lat, "lon": lon, "accuracy_m": 10.0,
+            "recorded_at": vigil_server::db::Timestamp(vigil_server::db::now_ms() - 60_000)}]});
+        let inside = srv.user(org, &[Role::Staff], false).await;
+        inside.post("/api/v1/positions", fix(6.20, 31.55)).await.expect(200);
+        let outside = srv.user(org, &[Role::Staff], false).await;
+        outside.post("/api/v1/positions", fix(6.40, 31.55)).await.expect(200);
+        let follower = srv.user(org, &[Role::Staff], false).await;
+        follower.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200);
+        follower.put("/api/v1/me/followed-areas", json!({"area_ids": [area]})).await.expect(200);
+        let other_org = srv.org().await;
+        let foreigner = srv.user(other_org, &[Role::Staff], false).await;
+        foreigner.post("/api/v1/positions", fix(6.21, 31.56)).await.expect(200);
+
+        let created = operator.post("/api/v1/conversations", json!({"kind": "area", "ref_id": area, "title": "Bor: shelter now"}))
+            .await.expect(201);
+        let c = created["id"].as_i64().expect("id");
+        let mut ids: Vec<i64> = created["participants"].as_array().expect("participants").iter()
+            .map(|p| p["user_id"].as_i64().expect("id")).collect();
+        ids.sort_unstable();
+        let mut expected = vec![operator.user_id, inside.user_id, follower.user_id];
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "the operator, the one inside and the follower; not the one outside nor another organisation's");
+        say(&follower, c, "f1", "Sheltering at the compound").await.expect(201);
+        say(&outside, c, "x1", "Me?").await.problem(403);
+    }
+
     async fn crisis_channels_gather_a_duty_station_and_change_members(srv: TestServer) {
         let org = srv.org().await;
         let admin = srv.user(org, &[Role::OrgAdmin], true).await;
