@@ -170,6 +170,14 @@ async fn stories_in_a_real_browser() {
         "app-inbox",
         "console-ar",
         "console-50k",
+        "console-alert-compose",
+        "console-alert-delivery",
+        "console-rollcall",
+        "console-sos",
+        "app-alert",
+        "app-offline-inbox",
+        "app-rollcall",
+        "app-sos",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

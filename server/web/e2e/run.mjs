@@ -4,7 +4,8 @@
 //   VIGIL_E2E_URL          http://127.0.0.1:PORT
 //   VIGIL_E2E_CHROMIUM     the browser executable
 //   VIGIL_E2E_SCREENSHOTS  where each main screen's screenshot is saved (docs/screenshots)
-//   VIGIL_E2E_ONLY         optional: run only stories whose name contains this text
+//   VIGIL_E2E_ONLY         optional: run only stories whose name contains this text (or one of
+//                          several, separated by `|`)
 // Prints one line per story and ends with "N passed, N failed"; exits 1 when any failed.
 
 import { strict as assert } from 'node:assert';
@@ -44,6 +45,29 @@ async function token(email) {
   return r.body.access_token;
 }
 
+/** A new staff member of `org` ('rca' or 'hhs'), made by its org admin; returns email and token. */
+async function newStaff(org, name) {
+  const admin = await token(`orgadmin@${org}.example`);
+  const orgId = (await api('/me', { token: admin })).body.org_id;
+  const email = `${name.toLowerCase().replace(/[^a-z]+/g, '.')}.${Date.now() % 1000000}@${org}.example`;
+  const r = await api(`/organisations/${orgId}/users`, { token: admin, method: 'POST', body: { email, name, roles: ['staff'], password: PASSWORD } });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return { email, id: r.body.id, orgId, token: await token(email) };
+}
+
+/** Waits until `check` (run in Node) returns something truthy; fails after `ms`. */
+async function until(what, check, ms = 15_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+const phone = (extra = {}) => ({ viewport: PHONE, isMobile: true, hasTouch: true, ...extra });
+
 // ---------- the browser ----------
 
 const browser = await chromium.launch({
@@ -59,6 +83,7 @@ async function context(options = {}) {
   // functions, never strings: the pages' CSP forbids eval, and the test keeps it on.
   await ctx.addInitScript(() => {
     window.__vm = () => document.querySelector('[data-testid=map]')?.vigilMap;
+    window.__cm = () => document.querySelector('[data-testid=compose-map]')?.vigilMap;
   });
   const problems = [];
   ctx.on('page', (page) => watch(page, problems));
@@ -406,6 +431,332 @@ story('a staff member uses the PWA: tracking, inbox, location-less, followed are
   await ctx.close();
 });
 
+story('an adviser composes an alert to a circle drawn on the map; a phone acknowledges it; the board shows it live; push and offline', async () => {
+  // A phone in tracking mode, far from the demo's people, reports where it is.
+  const spot = { latitude: 7.91, longitude: 30.12, accuracy: 10 };
+  const staff = await newStaff('rca', 'Alert Reader');
+  const app = await context(phone({ geolocation: spot, permissions: ['geolocation', 'notifications'] }));
+  const papp = await app.newPage();
+  await papp.goto(`${BASE}/app/`);
+  await signIn(papp, staff.email);
+  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=track-toggle]').click();
+  await papp.locator('[data-testid=track-status]', { hasText: 'Position sent' }).waitFor({ timeout: 20_000 });
+
+  // A template prepared beforehand fills in the composer.
+  const adviser = await token('adviser@rca.example');
+  const templateName = `Shelter in place ${Date.now() % 100000}`;
+  const tpl = await api('/alert-templates', { token: adviser, method: 'POST', body: { name: templateName, content: {
+    translations: { en: { title: 'Shelter in place', body: 'Stay where you are.', instructions: 'Lock the doors.' }, fr: { title: 'Restez à l’abri', body: 'Restez où vous êtes.' } },
+    severity: 'severe', urgency: 'expected', category: 'safety' } } });
+  assert.equal(tpl.status, 201, JSON.stringify(tpl.body));
+
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await page.goto(`${BASE}/#/compose`);
+  await signIn(page, 'adviser@rca.example');
+  await page.waitForFunction(() => window.__cm()?.map.loaded(), null, { timeout: 30_000 });
+  await page.locator('[data-testid=target-areas] li').first().waitFor();
+  assert.deepEqual(await unlabelled(page), [], 'composer');
+  await page.locator('[data-testid=alert-template]').selectOption({ label: templateName });
+  assert.equal(await page.locator('[data-testid=alert-title-en]').inputValue(), 'Shelter in place');
+  assert.equal(await page.locator('[data-testid=alert-urgency]').inputValue(), 'expected');
+  assert.equal(await page.locator('[data-testid=alert-category]').inputValue(), 'safety');
+  await page.locator('[data-testid=lang-tab-fr]').click();
+  assert.equal(await page.locator('[data-testid=alert-title-fr]').inputValue(), 'Restez à l’abri');
+  await page.locator('[data-testid=alert-title-fr]').fill('');
+  await page.locator('[data-testid=alert-body-fr]').fill('');
+  await page.locator('[data-testid=lang-tab-en]').click();
+
+  // Nothing chosen yet: the server refuses the target and the composer says why.
+  await page.locator('[data-testid=alert-preview]').click();
+  await page.locator('[data-testid=preview-refused]', { hasText: 'name at least one' }).waitFor();
+
+  const title = `Armed clashes near the river ${Date.now() % 100000}`;
+  await page.locator('[data-testid=alert-title-en]').fill(title);
+  await page.locator('[data-testid=alert-body-en]').fill('Gunfire reported 2 km north of the compound.');
+  await page.locator('[data-testid=alert-instructions-en]').fill('Stay indoors, away from windows. Report in.');
+  await page.locator('[data-testid=lang-tab-ar]').click();
+  await page.locator('[data-testid=alert-title-ar]').fill('اشتباكات مسلحة قرب النهر');
+  await page.locator('[data-testid=alert-body-ar]').fill('أُبلغ عن إطلاق نار على بعد 2 كم شمال المجمع.');
+  assert.equal(await page.locator('[data-testid=alert-title-ar]').getAttribute('dir'), 'rtl', 'Arabic is written right to left');
+  await page.locator('[data-testid=alert-severity]').selectOption('extreme');
+  await page.locator('[data-testid=alert-urgency]').selectOption('immediate');
+  await page.locator('[data-testid=alert-category]').selectOption('security');
+  await page.locator('[data-testid=alert-level]').selectOption('5');
+
+  // A circle drawn around the phone, for this alert only.
+  await page.evaluate(([lon, lat]) => window.__cm().map.jumpTo({ center: [lon, lat], zoom: 11 }), [spot.longitude, spot.latitude]);
+  await page.waitForFunction(() => window.__cm().map.loaded() && !window.__cm().map.isMoving());
+  await page.locator('[data-testid=target-draw-circle]').click();
+  const box = await page.locator('[data-testid=compose-map] canvas').boundingBox();
+  const at = await page.evaluate(([lon, lat]) => window.__cm().map.project([lon, lat]), [spot.longitude, spot.latitude]);
+  const [cx, cy] = [box.x + at.x, box.y + at.y];
+  await page.mouse.move(cx, cy);
+  await page.mouse.click(cx, cy);
+  await page.mouse.move(cx + 80, cy, { steps: 8 });
+  await page.mouse.click(cx + 80, cy);
+  await page.locator('[data-testid=target-shapes] li').waitFor();
+  const preview = page.locator('[data-testid=preview][data-total]');
+  await preview.waitFor({ timeout: 15_000 });
+  const inside = Number(await preview.locator('dd[data-reason=inside_area]').innerText());
+  assert.ok(inside >= 1, `the phone inside the circle is counted (${inside})`);
+  assert.ok(Number(await preview.getAttribute('data-total')) >= inside);
+  // The target is drawn on the map, under the phone's position.
+  await page.waitForFunction(() => {
+    const m = window.__cm().map;
+    return m.loaded() && !m.isMoving();
+  });
+  const highlighted = await page.evaluate(([lon, lat]) => {
+    const m = window.__cm().map;
+    return m.queryRenderedFeatures(m.project([lon, lat]), { layers: ['target-fill'] }).length;
+  }, [spot.longitude, spot.latitude]);
+  assert.ok(highlighted > 0, 'the drawn circle is highlighted on the map');
+  await fits(page, 'alert composer');
+  await shot(page, 'console-alert-compose');
+
+  await page.locator('[data-testid=alert-send]').click();
+  await page.getByRole('dialog').getByText(/goes to \d+ people now/).waitFor();
+  await page.locator('[data-testid=alert-confirm]').click();
+  await page.getByText(/Alert sent to \d+ people/).first().waitFor();
+  await page.locator('[data-testid=alert-detail] h2', { hasText: title }).waitFor();
+  const sent = (await api('/alerts', { token: adviser })).body.find((a) => a.translations.en?.title === title);
+  assert.ok(sent, 'the alert is in the API');
+  assert.equal(sent.severity, 'extreme');
+  assert.equal(sent.category, 'security');
+  assert.deepEqual(Object.keys(sent.translations).sort(), ['ar', 'en'], 'the emptied French text is left out');
+  assert.equal(sent.security_level, 5);
+  assert.equal(sent.target.shapes.length, 1);
+  assert.ok(sent.target.shapes[0].properties.radius_m > 1000, 'a circle with a radius');
+  assert.equal(sent.translations.ar.title, 'اشتباكات مسلحة قرب النهر');
+
+  // The phone has it in its inbox, in its language, and acknowledges it.
+  await papp.getByRole('link', { name: /Inbox/ }).click();
+  const card = papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`);
+  await card.waitFor({ timeout: 15_000 });
+  assert.match(await card.innerText(), /Stay indoors/);
+  await card.locator('[data-testid=alert-ack]').click();
+  await card.locator('[data-testid=alert-acked]').waitFor();
+  await fits(papp, 'staff alert');
+  await shot(papp, 'app-alert');
+  assert.deepEqual(await unlabelled(papp), [], 'staff inbox with an alert');
+
+  // The adviser's board moves live: one acknowledged, and the phone's row says so.
+  await page.locator('[data-testid=count-acknowledged]', { hasText: /^1$/ }).waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=recipients] tr', { hasText: 'Alert Reader' }).locator('[data-state=acknowledged]').waitFor({ timeout: 15_000 });
+  const ledger = (await api(`/alerts/${sent.id}/recipients`, { token: adviser })).body.find((r) => r.user_id === staff.id);
+  assert.equal(ledger.state, 'acknowledged');
+  await fits(page, 'delivery board');
+  assert.deepEqual(await unlabelled(page), [], 'delivery board');
+  await shot(page, 'console-alert-delivery');
+
+  // Web push: the service worker shows the alert's title (CDP delivers a push message to it).
+  await papp.getByRole('link', { name: 'Home' }).click();
+  await papp.locator('[data-testid=push-status]').waitFor();
+  await papp.evaluate(async () => {
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener('controllerchange', r, { once: true }));
+  });
+  const cdp = await app.newCDPSession(papp);
+  const registrations = [];
+  cdp.on('ServiceWorker.workerRegistrationUpdated', (e) => registrations.push(...e.registrations));
+  await cdp.send('ServiceWorker.enable');
+  const reg = await until('the service worker registration', () => registrations.find((r) => r.scopeURL === `${BASE}/app/` && !r.isDeleted));
+  const pushTitle = `Push: ${title}`;
+  await cdp.send('ServiceWorker.deliverPushMessage', {
+    origin: BASE,
+    registrationId: reg.registrationId,
+    data: JSON.stringify({ type: 'alert', alert_id: sent.id, severity: 'extreme', title: pushTitle, body: 'Gunfire reported', url: `/app/#/alerts/${sent.id}` }),
+  });
+  const shown = await until('the notification', async () => {
+    const list = await papp.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag })));
+    return list.find((n) => n.title === pushTitle);
+  });
+  assert.equal(shown.tag, `alert-${sent.id}`, 'one notification per alert');
+  assert.equal(shown.body, 'Gunfire reported');
+
+  // Offline, after a reload, the alert is still readable (IndexedDB).
+  await papp.getByRole('link', { name: /Inbox/ }).click();
+  await card.waitFor();
+  await app.setOffline(true);
+  await papp.reload();
+  await papp.locator('[data-testid=inbox-offline]').waitFor({ timeout: 15_000 });
+  const offlineCard = papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`);
+  await offlineCard.waitFor();
+  assert.match(await offlineCard.innerText(), new RegExp(title));
+  assert.match(await offlineCard.innerText(), /Acknowledged/);
+  await fits(papp, 'offline inbox');
+  await shot(papp, 'app-offline-inbox');
+  await app.setOffline(false);
+
+  // Back online the phone reconnects; the adviser cancels and the phone is told.
+  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 20_000 });
+  await page.locator('[data-testid=alert-cancel]').click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Cancel alert' }).click();
+  await page.locator('[data-testid=alert-detail] h2', { hasText: 'cancelled' }).waitFor();
+  assert.ok((await api(`/alerts/${sent.id}`, { token: adviser })).body.cancelled_at, 'cancelled in the API');
+  await papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`, { hasText: 'Cancelled' }).waitFor({ timeout: 15_000 });
+  app.problems.length = 0;
+  await app.close();
+  noProblems(ctx);
+  await ctx.close();
+});
+
+story('a staff member presses SOS (sharing the position once); an operator claims the case; they chat both ways; the case is closed', async () => {
+  const staff = await newStaff('rca', 'SOS Caller');
+  assert.equal((await api('/me/location-mode', { token: staff.token, method: 'PUT', body: { mode: 'location_less' } })).status, 200);
+  const ops = await context();
+  const page = await ops.newPage();
+  await page.goto(`${BASE}/#/sos`);
+  await signIn(page, 'operator@rca.example');
+  await page.locator('[data-testid=sos-list]').waitFor();
+  await page.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+
+  const app = await context(phone({ geolocation: { latitude: 4.8594, longitude: 31.5713, accuracy: 15 }, permissions: ['geolocation'] }));
+  const papp = await app.newPage();
+  await papp.goto(`${BASE}/app/#/sos`);
+  await signIn(papp, staff.email);
+  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=sos-press]').click();
+  // Location-less: the phone asks whether to share the position this once.
+  await papp.getByRole('dialog').getByText('location-less mode').waitFor();
+  await papp.locator('[data-testid=sos-send-share]').click();
+  await papp.locator('[data-testid=chat-log]').waitFor({ timeout: 15_000 });
+  const caseRow = (await api('/sos', { token: staff.token })).body.find((c) => c.status !== 'closed');
+  assert.ok(caseRow, 'the case is open');
+  assert.equal(caseRow.position?.source, 'shared_once');
+  assert.ok(Math.abs(caseRow.position.lat - 4.8594) < 1e-4, 'with the position shared once');
+
+  // The operator is told at once, wherever they are, and sees the case arrive; claims it.
+  await page.getByText('New SOS from SOS Caller').first().waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=sos-badge]', { hasText: /^[1-9]/ }).waitFor();
+  const item = page.locator(`[data-testid=sos-list] button[data-case-id="${caseRow.id}"]`);
+  await item.waitFor({ timeout: 15_000 });
+  await item.click();
+  await page.locator('[data-testid=sos-detail] h2', { hasText: 'SOS Caller' }).waitFor();
+  assert.match(await page.locator('[data-testid=sos-facts]').innerText(), /shared once/);
+  await page.locator('[data-testid=sos-claim]').click();
+  await page.locator('[data-testid=sos-facts]', { hasText: 'Claimed' }).waitFor();
+  const operator = await token('operator@rca.example');
+  const claimed = (await api(`/sos/${caseRow.id}`, { token: operator })).body;
+  assert.equal(claimed.status, 'claimed');
+  await page.locator('[data-testid=sos-badge]').waitFor({ state: 'hidden' });
+
+  // Chat both ways.
+  await page.locator('[data-testid=sos-page], .sos-chat').first().waitFor();
+  await page.locator('.sos-chat [data-testid=chat-input]').fill('We see your SOS. Are you hurt?');
+  await page.locator('.sos-chat [data-testid=chat-send]').click();
+  await papp.locator('[data-testid=chat-log] li.theirs', { hasText: 'Are you hurt?' }).waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=chat-input]').fill('Not hurt. They took my phone SIM, I am at the market.');
+  await papp.locator('[data-testid=chat-send]').click();
+  await papp.locator('[data-testid=chat-log] li.mine:not(.pending)', { hasText: 'at the market' }).waitFor({ timeout: 15_000 });
+  await page.locator('.sos-chat [data-testid=chat-log] li.theirs', { hasText: 'at the market' }).waitFor({ timeout: 15_000 });
+  const history = (await api(`/conversations/${claimed.conversation_id}/messages`, { token: operator })).body.map((m) => m.body);
+  assert.deepEqual(history, ['We see your SOS. Are you hurt?', 'Not hurt. They took my phone SIM, I am at the market.'], 'both messages stored once, in order');
+  await fits(papp, 'staff SOS');
+  assert.deepEqual(await unlabelled(papp), [], 'staff SOS');
+  await shot(papp, 'app-sos');
+
+  // A note, then closing with an outcome; the timeline has every step.
+  await page.locator('[data-testid=sos-note]').fill('Called back on the landline, confirmed location.');
+  await page.getByRole('button', { name: 'Add note' }).click();
+  await page.locator('[data-testid=sos-timeline] li', { hasText: 'Called back' }).waitFor();
+  await fits(page, 'SOS inbox');
+  assert.deepEqual(await unlabelled(page), [], 'SOS inbox');
+  await shot(page, 'console-sos');
+  await page.locator('[data-testid=sos-outcome]').fill('Safe; escorted back to the compound');
+  await page.locator('[data-testid=sos-close]').click();
+  await page.locator('[data-testid=sos-facts]', { hasText: 'escorted back' }).waitFor();
+  assert.equal((await api(`/sos/${caseRow.id}`, { token: operator })).body.status, 'closed');
+  await papp.locator('[data-testid=sos-status]', { hasText: 'escorted back' }).waitFor({ timeout: 15_000 });
+  noProblems(ops);
+  noProblems(app);
+  await ops.close();
+  await app.close();
+});
+
+story('an operator starts a roll-call; a phone answers safe; the board shows it live; accounted for, CSV, close', async () => {
+  const staff = await newStaff('rca', 'Rollcall Answerer');
+  const ctx = await context({ acceptDownloads: true });
+  const page = await ctx.newPage();
+  await page.goto(`${BASE}/#/rollcalls`);
+  await signIn(page, 'operator@rca.example');
+  await page.locator('[data-testid=rollcall-new]').click();
+  const title = `Juba — explosion near the airport ${Date.now() % 100000}`;
+  await page.locator('[data-testid=rollcall-title]').fill(title);
+  await page.locator('[data-testid=target] summary', { hasText: 'Organisations' }).click();
+  await page.locator(`[data-testid=target-org-${staff.orgId}]`).check();
+  assert.deepEqual(await unlabelled(page), [], 'roll-call form');
+  await page.locator('[data-testid=rollcall-start]').click();
+  await page.getByText(/Roll-call started: \d+ people asked/).first().waitFor();
+  await page.locator('[data-testid=rollcall-detail] h2', { hasText: title }).waitFor();
+  const operator = await token('operator@rca.example');
+  const call = (await api('/rollcalls?open=true', { token: operator })).body.find((c) => c.title === title);
+  assert.ok(call && call.people_count > 1, 'the roll-call asked the organisation');
+  await page.locator('[data-testid=rollcall-people] tr', { hasText: 'Rollcall Answerer' }).waitFor();
+
+  // The phone answers safe, with a note.
+  const app = await context(phone({ geolocation: { latitude: 4.8412, longitude: 31.6013, accuracy: 20 }, permissions: ['geolocation'] }));
+  const papp = await app.newPage();
+  await papp.goto(`${BASE}/app/#/rollcall`);
+  await signIn(papp, staff.email);
+  const card = papp.locator(`[data-rollcall-id="${call.id}"]`);
+  await card.waitFor({ timeout: 15_000 });
+  await card.locator('[data-testid=answer-note]').fill('At the guesthouse, all fine.');
+  await card.locator('[data-testid=answer-share]').check();
+  await card.locator('[data-testid=answer-safe]').click();
+  await papp.locator(`[data-rollcall-id="${call.id}"] [data-testid=answer-current]`, { hasText: 'Safe' }).waitFor();
+  await fits(papp, 'staff roll-call');
+  assert.deepEqual(await unlabelled(papp), [], 'staff roll-call');
+  await shot(papp, 'app-rollcall');
+
+  // The board moves live and the name leads to the answer.
+  await page.locator('[data-testid=tile-safe] strong', { hasText: /^[1-9]/ }).waitFor({ timeout: 15_000 });
+  const row = page.locator('[data-testid=rollcall-people] tr', { hasText: 'Rollcall Answerer' });
+  await row.locator('.status-safe').waitFor({ timeout: 15_000 });
+  await row.locator('button.link').click();
+  await page.locator('[data-testid=person-detail]', { hasText: 'At the guesthouse' }).waitFor();
+  await page.keyboard.press('Escape');
+
+  // From the keyboard too: Tab to a name, Enter opens it.
+  await page.locator('[data-testid=rollcall-csv]').focus();
+  await tabTo(page, () => document.activeElement?.matches('[data-testid=rollcall-people] button.link'), 60);
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid=person-detail]').waitFor();
+  await page.keyboard.press('Escape');
+
+  // Someone without an answer is accounted for by phone.
+  const silent = page.locator('[data-testid=rollcall-people] tr[data-status=unreachable], [data-testid=rollcall-people] tr[data-status=no_answer]').first();
+  const silentName = await silent.locator('button.link').innerText();
+  await silent.locator('button.link').click();
+  await page.locator('[data-testid=account-how]').fill('phoned their manager');
+  await page.locator('[data-testid=account-save]').click();
+  await page.getByText(`${silentName} marked accounted for`).first().waitFor();
+  await page.locator('[data-testid=rollcall-people] tr', { hasText: 'phoned their manager' }).waitFor({ timeout: 15_000 });
+  const answered = (await api(`/rollcalls/${call.id}/people?status=safe`, { token: operator })).body.find((p) => p.user_id === staff.id);
+  assert.ok(answered && Math.abs(answered.lat - 4.8412) < 1e-4, 'the one-off location came with the answer');
+  const board = (await api(`/rollcalls/${call.id}`, { token: operator })).body.board;
+  assert.ok(board.safe >= 2, `two safe: the answer and the one accounted for (${board.safe})`);
+  await page.locator('.page').last().evaluate((el) => el.scrollTo(0, 0));
+  await fits(page, 'roll-call board');
+  assert.deepEqual(await unlabelled(page), [], 'roll-call board');
+  await shot(page, 'console-rollcall');
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('[data-testid=rollcall-csv]').click()]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  assert.match(csv, /^user_id,dependant_id,name/);
+  assert.ok(csv.split('\n').some((l) => l.includes('Rollcall Answerer') && l.includes(',safe,')), 'the CSV has the answer');
+
+  await page.locator('[data-testid=rollcall-close]').click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Close roll-call' }).click();
+  await page.getByText('Roll-call closed').first().waitFor();
+  assert.ok((await api(`/rollcalls/${call.id}`, { token: operator })).body.closed_at, 'closed in the API');
+  noProblems(ctx);
+  noProblems(app);
+  await ctx.close();
+  await app.close();
+});
+
 story('every control is labelled, and an area can be made with the keyboard alone', async () => {
   const ctx = await context();
   const page = await ctx.newPage();
@@ -444,6 +795,25 @@ story('every control is labelled, and an area can be made with the keyboard alon
   assert.equal(made.properties.radius_m, 500);
   // The map itself takes the keyboard focus (arrow keys pan, +/- zoom).
   await tabTo(page, () => document.activeElement?.classList.contains('maplibregl-canvas'), 200);
+
+  // An alert's target from the keyboard: a circle typed in, then counted.
+  await page.getByRole('link', { name: 'New alert' }).click();
+  await page.locator('[data-testid=target-areas] li').first().waitFor();
+  await page.getByRole('link', { name: 'New alert' }).focus();
+  await tabTo(page, () => document.activeElement?.dataset.testid === 'target-circle-coords', 80);
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid=target-lat]').waitFor();
+  assert.ok(await page.locator('[data-testid=target-lat]').evaluate((el) => el === document.activeElement), 'the dialog opens on the latitude');
+  assert.deepEqual(await unlabelled(page), [], 'circle by coordinates');
+  await page.keyboard.type('4.85');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('31.58');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type('5');
+  await page.keyboard.press('Enter');
+  await page.locator('[data-testid=target-shapes] li', { hasText: '5.0 km' }).waitFor();
+  await page.locator('[data-testid=preview][data-total]').waitFor({ timeout: 15_000 });
   noProblems(ctx);
   await ctx.close();
 
@@ -489,6 +859,12 @@ story('French and Arabic (right to left) in the console and the staff app', asyn
   await idle(par);
   await fits(par, 'Arabic map');
   await shot(par, 'console-ar');
+  for (const screen of ['التنبيهات', 'التفقد', 'استغاثة']) {
+    await par.getByRole('link', { name: screen, exact: true }).click();
+    await par.locator('.screen:not([hidden]) h1').waitFor();
+    await fits(par, `Arabic console: ${screen}`);
+    assert.deepEqual(await unlabelled(par), [], `Arabic console: ${screen}`);
+  }
   noProblems(ar);
   await ar.close();
 
@@ -500,6 +876,14 @@ story('French and Arabic (right to left) in the console and the staff app', asyn
   assert.equal(await papp.evaluate(() => document.documentElement.dir), 'rtl');
   await fits(papp, 'Arabic staff app');
   await shot(papp, 'app-ar');
+  for (const tab of ['التفقد', 'استغاثة', 'الرسائل']) {
+    await papp.getByRole('link', { name: tab }).click();
+    await papp.locator('main h1').waitFor();
+    await fits(papp, `Arabic staff app: ${tab}`);
+  }
+  assert.equal(await papp.locator('[data-testid=sos-press]').count(), 0, 'the SOS button is on its own tab');
+  await papp.getByRole('link', { name: 'استغاثة' }).click();
+  assert.equal(await papp.locator('[data-testid=sos-press]').innerText(), 'استغاثة');
   noProblems(app);
   await app.close();
 });
@@ -560,7 +944,8 @@ const only = process.env.VIGIL_E2E_ONLY;
 let passed = 0;
 let failed = 0;
 for (const s of stories) {
-  if (only && !s.name.includes(only)) continue;
+  // Several stories: their words separated by `|`.
+  if (only && !only.split('|').some((words) => s.name.includes(words))) continue;
   const started = Date.now();
   try {
     await s.fn();

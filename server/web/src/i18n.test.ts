@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatAge, isRtl, levelLabel, t } from './i18n';
+import { formatAge, isRtl, levelLabel, reasonLabel, t } from './i18n';
 
 describe('translations', () => {
   it('fills placeholders and keeps unknown ones visible', () => {
@@ -27,5 +27,11 @@ describe('translations', () => {
     expect(formatAge('2026-11-22T09:00:00Z', now, 'fr')).toMatch(/3\s?h/);
     expect(formatAge('2026-11-17T12:00:00Z', now, 'ar')).toMatch(/5/);
     expect(formatAge('2026-11-20T12:00:00Z', now, 'ar')).toBe('يومان');
+  });
+
+  it('reasons are named in each language, unknown ones as given', () => {
+    expect(reasonLabel('inside_area')).toBe(t('reason.inside_area'));
+    expect(t('reason.following_area', {}, 'fr')).toBe('Suit la zone');
+    expect(reasonLabel('some_future_reason')).toBe('some_future_reason');
   });
 });

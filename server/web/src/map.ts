@@ -69,6 +69,7 @@ export class VigilMap {
           countries: { type: 'geojson', data: EMPTY, attribution: t('map.offline_basemap') },
           areas: { type: 'geojson', data: EMPTY, promoteId: 'area_id' },
           positions: { type: 'geojson', data: EMPTY, cluster: true, clusterRadius: 48, clusterMaxZoom: 13 },
+          target: { type: 'geojson', data: EMPTY },
         },
         layers: [
           { id: 'sea', type: 'background', paint: { 'background-color': '#c9dcec' } },
@@ -86,6 +87,9 @@ export class VigilMap {
             'line-width': ['case', ['boolean', ['feature-state', 'selected'], false], 5, 2],
             'line-dasharray': [3, 2],
           } },
+          // What an alert or roll-call being composed reaches: bright fill, thick dark outline.
+          { id: 'target-fill', type: 'fill', source: 'target', paint: { 'fill-color': '#ffbf47', 'fill-opacity': 0.45 } },
+          { id: 'target-line', type: 'line', source: 'target', paint: { 'line-color': '#111111', 'line-width': 4, 'line-dasharray': [2, 1] } },
           { id: 'clusters', type: 'circle', source: 'positions', filter: ['has', 'point_count'], paint: {
             'circle-color': '#0b3d6e',
             'circle-opacity': 0.85,
@@ -166,6 +170,12 @@ export class VigilMap {
     // feature-state needs a numeric id in the properties (promoteId).
     display.features = display.features.map((f) => ({ ...f, properties: { ...f.properties, area_id: f.id } as AreaProps }));
     (this.map.getSource('areas') as GeoJSONSource).setData(display);
+  }
+
+  /** Highlights the shapes a message is aimed at (stored areas and shapes drawn for it). */
+  setTarget(features: Feature[]): void {
+    const fc = forDisplay({ type: 'FeatureCollection', features } as FeatureCollection<Geometry, { radius_m?: number }>);
+    (this.map.getSource('target') as GeoJSONSource).setData(fc);
   }
 
   selectArea(id: number | null): void {

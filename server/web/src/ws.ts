@@ -40,6 +40,14 @@ export interface MessageStore {
   add(message: InboxMessage): void;
 }
 
+/** The server's answer to `chat_send`. */
+export interface ChatAck {
+  conversation_id: number;
+  seq: number;
+  client_id: string;
+  duplicate: boolean;
+}
+
 export type SocketState = 'connecting' | 'online' | 'offline' | 'closed';
 
 /** Close codes after which reconnecting cannot help (see PROTOCOL.md). */
@@ -67,6 +75,7 @@ export class LiveSocket {
   private welcomed = false;
   private refCounter = 0;
   private readonly pending = new Map<string, { resolve: (n: number) => void; reject: (e: Error) => void }>();
+  private readonly pendingChat = new Map<string, { resolve: (a: ChatAck) => void; reject: (e: Error) => void }>();
   private readonly subscriptions = new Map<string, Record<string, unknown>>();
   private readonly eventListeners: Array<(e: LiveEvent) => void> = [];
   private readonly welcomeListeners: Array<(w: Welcome) => void> = [];
@@ -112,6 +121,34 @@ export class LiveSocket {
     this.send({ type: 'subscribe', topic, ...extra });
   }
 
+  /**
+   * Sends a chat message; resolves with its place in the conversation once stored (`chat_ack`).
+   * A refusal rejects with the server's code (`closed`, `forbidden`…).
+   */
+  sendChat(conversationId: number, clientId: string, body: string): Promise<ChatAck> {
+    const ref = `c-${Date.now().toString(36)}-${++this.refCounter}`;
+    return new Promise((resolve, reject) => {
+      if (!this.send({ type: 'chat_send', ref, conversation_id: conversationId, client_id: clientId, body })) {
+        reject(new Error('offline'));
+        return;
+      }
+      this.pendingChat.set(ref, { resolve, reject });
+      window.setTimeout(() => {
+        if (this.pendingChat.delete(ref)) reject(new Error('no acknowledgement'));
+      }, 15_000);
+    });
+  }
+
+  /** Tells the server a conversation was delivered or read up to `seq` (best effort). */
+  chatReceipt(conversationId: number, seq: number, state: 'delivered' | 'read'): boolean {
+    return this.send({ type: 'chat_receipt', conversation_id: conversationId, seq, state });
+  }
+
+  /** Reports an alert delivered, read or acknowledged over the socket (best effort). */
+  alertReceipt(alertId: number, state: 'delivered' | 'read' | 'acknowledged'): boolean {
+    return this.send({ type: 'receipt', alert_id: alertId, state });
+  }
+
   /** Sends fixes; resolves with the number accepted once the server has stored them. */
   sendPositions(fixes: Fix[]): Promise<number> {
     const ref = `p-${Date.now().toString(36)}-${++this.refCounter}`;
@@ -152,6 +189,8 @@ export class LiveSocket {
       this.ws = null;
       this.pending.forEach((p) => p.reject(new Error('connection closed')));
       this.pending.clear();
+      this.pendingChat.forEach((p) => p.reject(new Error('connection closed')));
+      this.pendingChat.clear();
       if (this.stopped) return;
       this.setState('offline');
       if (FATAL_CLOSES.has(e.code)) return;
@@ -191,6 +230,17 @@ export class LiveSocket {
       case 'event':
         this.eventListeners.forEach((l) => l(msg as unknown as LiveEvent));
         break;
+      // The operations topic's counts come as their own message types: handed on as events.
+      case 'alert_progress':
+      case 'rollcall_board':
+        this.eventListeners.forEach((l) => l({ ...msg, event: msg.type } as LiveEvent));
+        break;
+      case 'chat_ack': {
+        const p = this.pendingChat.get(String(msg.ref));
+        this.pendingChat.delete(String(msg.ref));
+        p?.resolve(msg as unknown as ChatAck);
+        break;
+      }
       case 'ack': {
         const p = this.pending.get(String(msg.ref));
         this.pending.delete(String(msg.ref));
@@ -198,9 +248,11 @@ export class LiveSocket {
         break;
       }
       case 'error': {
-        const p = msg.ref === undefined ? undefined : this.pending.get(String(msg.ref));
+        const ref = String(msg.ref);
+        const p = msg.ref === undefined || msg.ref === null ? undefined : this.pending.get(ref) ?? this.pendingChat.get(ref);
         if (p) {
-          this.pending.delete(String(msg.ref));
+          this.pending.delete(ref);
+          this.pendingChat.delete(ref);
           p.reject(new Error(String(msg.code ?? 'error')));
         }
         break;
@@ -211,7 +263,7 @@ export class LiveSocket {
   }
 }
 
-/** Messages kept for this tab's session (a later release keeps them in IndexedDB, offline). */
+/** Messages kept for this tab's session (the staff app also keeps alerts in IndexedDB: app/alert-store.ts). */
 export class SessionMessageStore implements MessageStore {
   private readonly key: string;
   private messages: InboxMessage[];
@@ -251,18 +303,28 @@ export class SessionMessageStore implements MessageStore {
     sessionStorage.setItem(`${this.key}.seen`, String(this.lastSeq()));
   }
 
-  onAdd(listener: (m: InboxMessage) => void): void {
-    this.listeners.push(listener);
+  onAdd(listener: (m: InboxMessage) => void): () => void {
+    return listen(this.listeners, listener);
   }
 }
 
-/** For the console, which shows no inbox: remembers only how far it has read. */
+/**
+ * For the console, which keeps no inbox: remembers how far it has read and hands each message
+ * to its listeners (the SOS inbox and its chat). A new tab starts from 0, so it is given the
+ * person's whole stream again: listeners key what they keep (cases by id, chat by seq).
+ */
 export class SeqOnlyStore implements MessageStore {
   private seq = 0;
+  private readonly listeners: Array<(m: InboxMessage) => void> = [];
   lastSeq(): number {
     return this.seq;
   }
   add(message: InboxMessage): void {
     this.seq = message.seq;
+    this.listeners.forEach((l) => l(message));
+  }
+  /** Listens to stored messages; returns the function that stops listening. */
+  onAdd(listener: (m: InboxMessage) => void): () => void {
+    return listen(this.listeners, listener);
   }
 }

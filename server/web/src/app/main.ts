@@ -1,38 +1,50 @@
 // The staff web app (installable PWA under /app/): sign-in; tracking or location-less mode;
-// sending positions from the browser in tracking mode; followed areas; the inbox of messages
-// that arrive over the WebSocket; who saw my position.
+// sending positions from the browser in tracking mode; followed areas; the inbox of alerts
+// (kept in IndexedDB, readable offline, acknowledged from here) and other messages that arrive
+// over the WebSocket; answering roll-calls; SOS with the operators' chat; web push; who saw my
+// position.
 //
-// Two tables are the places later features plug into: APP_SCREENS (the tab bar: alerts,
-// roll-calls and SOS join it) and MESSAGE_RENDERERS (one renderer per message kind).
+// Two tables are the places features plug into: APP_SCREENS (the tab bar) and
+// MESSAGE_RENDERERS (one renderer per message kind shown in the inbox).
 
 import '../style.css';
-import { api, logout, onSignedOut, resume, type AreaProps, type Me } from '../api';
+import { api, hasSession, logout, onSignedOut, refresh, resume, type AreaProps, type Me } from '../api';
 import { applyToDocument, formatTime, kindLabel, levelLabel, onLanguageChange, t, type Key } from '../i18n';
 import { announce, button, errorText, fill, h, languagePicker, reportError, signIn, table } from '../ui';
 import { LiveSocket, SessionMessageStore, type InboxMessage, type SocketState } from '../ws';
 import type { Feature, Geometry } from 'geojson';
+import { AlertStore } from './alert-store';
+import { ALERT_KINDS, alertCard, enablePush, markShownRead, onAlertMessage, pushStatus, syncAlerts, type PushStatus } from './alerts';
+import type { AppContext, AppScreen, PositionSender } from './context';
+import { ROLLCALL_KINDS, countUnanswered, rollcallScreen } from './rollcall';
+import { sosScreen, sosUpdated } from './sos';
 
-interface AppContext {
-  me: Me;
-  socket: LiveSocket;
-  inbox: SessionMessageStore;
-  tracker: Tracker;
-}
-
-/** A tab of the app. */
-interface AppScreen {
-  id: string;
-  label: Key;
-  render(ctx: AppContext, container: HTMLElement): void | Promise<void>;
-  /** A count shown on the tab (unread messages). */
-  badge?(ctx: AppContext): number;
-}
-
-/** How each kind of message looks in the inbox. Alerts, roll-calls and chat add theirs here. */
+/** How each kind of message looks in the inbox. */
 export const MESSAGE_RENDERERS: Record<string, (m: InboxMessage) => HTMLElement> = {
   area_entered: (m) => areaMessage(m, 'msg.area_entered'),
   area_left: (m) => areaMessage(m, 'msg.area_left'),
+  rollcall: (m) => rollcallMessage(m, 'msg.rollcall'),
+  rollcall_reminder: (m) => rollcallMessage(m, 'msg.rollcall_reminder'),
+  rollcall_closed: (m) => rollcallMessage(m, 'msg.rollcall_closed'),
+  sos_update: (m) => {
+    const p = m.payload as { event?: string };
+    return h('article', { class: 'message kind-sos_update', 'data-seq': m.seq },
+      h('h3', {}, t(`sos.event.${p.event ?? 'note'}` as Key)), h('p', { class: 'meta' }, formatTime(m.at)),
+      h('a', { href: '#/sos' }, t('msg.open_sos')));
+  },
 };
+
+/** Kinds kept elsewhere (alerts in IndexedDB, chat in its conversation, operators' copies). */
+const NOT_IN_INBOX = new Set([...ALERT_KINDS, 'chat', 'chat_added', 'chat_removed', 'chat_closed', 'sos']);
+
+function rollcallMessage(m: InboxMessage, key: Key): HTMLElement {
+  const p = m.payload as { title?: string; message?: string };
+  return h('article', { class: `message kind-${m.kind}`, 'data-seq': m.seq },
+    h('h3', {}, t(key, { title: p.title ?? '' })),
+    p.message ? h('p', { dir: 'auto' }, p.message) : null,
+    h('p', { class: 'meta' }, formatTime(m.at)),
+    m.kind === 'rollcall_closed' ? null : h('a', { href: '#/rollcall' }, t('msg.answer_rollcall')));
+}
 
 function areaMessage(m: InboxMessage, key: Key): HTMLElement {
   const p = m.payload as { name?: string; security_level?: number | null; advisory?: string | null };
@@ -49,7 +61,7 @@ function renderMessage(m: InboxMessage): HTMLElement {
 }
 
 /** Sends the browser's positions while tracking is on: the first fix at once, then at most every 30 s. */
-class Tracker {
+class Tracker implements PositionSender {
   private watch: number | null = null;
   private lastSent = 0;
   private view: HTMLElement | null = null;
@@ -115,6 +127,10 @@ const homeScreen: AppScreen = {
   id: 'home',
   label: 'nav.home',
   async render(ctx, container) {
+    if (ctx.offline) {
+      container.replaceChildren(h('h1', {}, t('signed_in_as', { name: ctx.me.name })), h('p', { role: 'status' }, t('app.offline')), h('a', { href: '#/inbox' }, t('nav.inbox')));
+      return;
+    }
     const { mode } = await api.locationMode();
     ctx.me.location_mode = mode;
     const radios = (['tracking', 'location_less'] as const).map((m) => {
@@ -146,9 +162,27 @@ const homeScreen: AppScreen = {
       h('fieldset', { class: 'modes' }, h('legend', {}, t('mode.title')), ...radios),
       trackButton,
       status,
+      pushSection(),
+      h('p', {}, h('a', { href: '#/privacy' }, t('access.title'))),
     );
   },
 };
+
+/** Alert notifications on this device (web push through the service worker). */
+function pushSection(): HTMLElement {
+  const line = h('p', { role: 'status', 'data-testid': 'push-status' });
+  const toggle = button(t('push.enable'), async () => {
+    toggle.disabled = true;
+    show(await enablePush(true));
+  }, { 'data-testid': 'push-enable' });
+  const show = (s: PushStatus) => {
+    line.textContent = t(`push.${s}` as Key);
+    toggle.hidden = s === 'on' || s === 'unsupported' || s === 'denied';
+    toggle.disabled = false;
+  };
+  void pushStatus().then(show);
+  return h('section', { class: 'card push', 'aria-labelledby': 'push-title' }, h('h2', { id: 'push-title' }, t('push.title')), line, toggle);
+}
 
 const areasScreen: AppScreen = {
   id: 'areas',
@@ -202,19 +236,26 @@ const areasScreen: AppScreen = {
 const inboxScreen: AppScreen = {
   id: 'inbox',
   label: 'nav.inbox',
-  badge: (ctx) => ctx.inbox.all().filter((m) => m.seq > ctx.inbox.seenSeq).length,
+  badge: (ctx) => ctx.inbox.all().filter((m) => m.seq > ctx.inbox.seenSeq && !NOT_IN_INBOX.has(m.kind)).length + ctx.alerts.all().filter((a) => a.state === 'delivered' || a.state === 'sent').length,
   render(ctx, container) {
-    const messages = [...ctx.inbox.all()].reverse();
+    // Alerts and other messages, newest first.
+    const items: Array<{ at: number; el: HTMLElement }> = [
+      ...ctx.alerts.all().map((a) => ({ at: Date.parse(a.alert.sent_at), el: alertCard(ctx, a, () => void inboxScreen.render(ctx, container)) })),
+      ...ctx.inbox.all().filter((m) => !NOT_IN_INBOX.has(m.kind)).map((m) => ({ at: Date.parse(m.at), el: renderMessage(m) })),
+    ].sort((a, b) => b.at - a.at);
     ctx.inbox.markSeen();
-    container.replaceChildren(
+    if (!ctx.offline) markShownRead(ctx);
+    fill(container,
       h('h1', {}, t('inbox.title')),
-      h('div', { class: 'inbox', 'data-testid': 'inbox' }, ...(messages.length ? messages.map(renderMessage) : [h('p', {}, t('inbox.empty'))])));
+      ctx.offline || !navigator.onLine ? h('p', { class: 'offline-note', role: 'status', 'data-testid': 'inbox-offline' }, t('inbox.offline')) : null,
+      h('div', { class: 'inbox', 'data-testid': 'inbox' }, ...(items.length ? items.map((i) => i.el) : [h('p', {}, t('inbox.empty'))])));
   },
 };
 
 const privacyScreen: AppScreen = {
   id: 'privacy',
   label: 'nav.privacy',
+  tab: false,
   async render(_ctx, container) {
     const entries = await api.accessLog();
     container.replaceChildren(
@@ -226,8 +267,10 @@ const privacyScreen: AppScreen = {
   },
 };
 
-/** The app's tabs, in order. Alerts, roll-calls and SOS come here when the server has them. */
-const APP_SCREENS: AppScreen[] = [homeScreen, areasScreen, inboxScreen, privacyScreen];
+/** The app's tabs, in order (and the screens reached from them). */
+const APP_SCREENS: AppScreen[] = [homeScreen, inboxScreen, rollcallScreen, sosScreen, areasScreen, privacyScreen];
+const TABS = APP_SCREENS.filter((s) => s.tab !== false);
+const ME_KEY = 'vigil.me';
 
 const root = document.getElementById('root')!;
 
@@ -236,43 +279,83 @@ async function boot(): Promise<void> {
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('/app/sw.js', { scope: '/app/' }).catch((e: unknown) => console.warn('service worker', e));
   }
-  onSignedOut(() => location.assign('/app/'));
-  if (!(await resume())) await signIn(root, 'app.name');
+  onSignedOut(() => {
+    sessionStorage.removeItem(ME_KEY);
+    location.assign('/app/');
+  });
+  let offline = false;
+  if (!(await resume())) {
+    // A session the server could not be asked about (no network): open what is stored.
+    offline = hasSession() && sessionStorage.getItem(ME_KEY) !== null;
+    if (!offline) await signIn(root, 'app.name');
+  }
   let me: Me;
   try {
-    me = await api.me();
+    me = offline ? (JSON.parse(sessionStorage.getItem(ME_KEY)!) as Me) : await api.me();
   } catch (e) {
     reportError(e);
     return;
   }
+  sessionStorage.setItem(ME_KEY, JSON.stringify(me));
   const inbox = new SessionMessageStore(me.id);
   const socket = new LiveSocket(inbox);
-  const ctx: AppContext = { me, socket, inbox, tracker: new Tracker(socket) };
+  const alerts = await AlertStore.open(me.id);
+  const ctx: AppContext = { me, socket, inbox, alerts, tracker: new Tracker(socket), offline };
+  inbox.onAdd((m) => {
+    if (ALERT_KINDS.has(m.kind)) void onAlertMessage(ctx, m);
+  });
   shell(ctx);
-  socket.start();
+  const online = () => {
+    ctx.offline = false;
+    socket.start();
+    void syncAlerts(ctx).catch(() => undefined);
+    // Notifications: re-registered at each start once allowed (the browser may have rotated it).
+    void enablePush(false);
+  };
+  if (offline) {
+    // Back online: the browser may say so ('online'), or may not (a network that came back
+    // unannounced): ask the server now and then as well, with growing pauses.
+    let timer: number | undefined;
+    let pause = 3_000;
+    const retry = async () => {
+      window.clearTimeout(timer);
+      if (!ctx.offline) return;
+      if (await refresh()) {
+        window.removeEventListener('online', retryNow);
+        online();
+        return;
+      }
+      pause = Math.min(pause * 2, 60_000);
+      timer = window.setTimeout(() => void retry(), pause);
+    };
+    const retryNow = () => void retry();
+    window.addEventListener('online', retryNow);
+    timer = window.setTimeout(retryNow, pause);
+  } else online();
 }
 
 function shell(ctx: AppContext): void {
   const main = h('main', { class: 'app-main', id: 'main', tabindex: '-1' });
   const status = h('span', { class: 'conn', 'data-state': 'connecting', role: 'status' });
-  let socketState: SocketState = 'connecting';
+  let socketState: SocketState = ctx.offline ? 'offline' : 'connecting';
+  status.dataset.state = socketState;
   const nav = h('nav', { class: 'tabbar', 'aria-label': t('nav.label') });
   const header = h('header', { class: 'app-top' });
   const currentId = () => {
     const id = location.hash.replace(/^#\/?/, '');
-    return APP_SCREENS.some((s) => s.id === id) ? id : APP_SCREENS[0]!.id;
+    return APP_SCREENS.some((s) => s.id === id) ? id : (ctx.offline ? 'inbox' : APP_SCREENS[0]!.id);
   };
   // Built once per language; afterwards only updated in place, so focus is never lost.
   const drawChrome = () => {
     status.textContent = t(`conn.${socketState}` as Key);
     header.replaceChildren(h('span', { class: 'brand' }, t('app.name')), status, languagePicker(), button(t('logout'), () => void logout()));
     nav.setAttribute('aria-label', t('nav.label'));
-    nav.replaceChildren(h('ul', {}, ...APP_SCREENS.map((s) =>
+    nav.replaceChildren(h('ul', {}, ...TABS.map((s) =>
       h('li', {}, h('a', { href: `#/${s.id}`, 'data-screen': s.id }, t(s.label), h('span', { class: 'badge', hidden: true }))))));
     updateNav();
   };
   const updateNav = () => {
-    for (const s of APP_SCREENS) {
+    for (const s of TABS) {
       const link = nav.querySelector<HTMLAnchorElement>(`a[data-screen="${s.id}"]`);
       if (!link) continue;
       if (s.id === currentId()) link.setAttribute('aria-current', 'page');
@@ -300,7 +383,14 @@ function shell(ctx: AppContext): void {
     status.dataset.state = s;
     status.textContent = t(`conn.${s}` as Key);
   });
-  ctx.inbox.onAdd(() => {
+  ctx.inbox.onAdd((m) => {
+    if (currentId() === 'inbox' && !NOT_IN_INBOX.has(m.kind)) void show();
+    else if (currentId() === 'rollcall' && ROLLCALL_KINDS.has(m.kind)) void show();
+    else if (ROLLCALL_KINDS.has(m.kind)) void countUnanswered(ctx).then(updateNav, () => undefined);
+    else if (m.kind === 'sos_update') sosUpdated(m);
+    else updateNav();
+  });
+  ctx.alerts.onChange(() => {
     if (currentId() === 'inbox') void show();
     else updateNav();
   });

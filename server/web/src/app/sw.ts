@@ -1,8 +1,8 @@
 // The staff app's service worker (scope /app/): keeps the app's own files so that it opens
-// without a network, and never caches the API. Self-contained (no imports): it is built as one
-// classic script. The build fills in PRECACHE and VERSION (vite.config.ts).
-//
-// Later: `push` and `notificationclick` handlers for web push, and stored alerts in IndexedDB.
+// without a network, and never caches the API; shows a notification for each web push (an
+// alert's title, a roll-call reminder) and opens the app's inbox when it is clicked.
+// Self-contained (no imports): it is built as one classic script. The build fills in PRECACHE
+// and VERSION (vite.config.ts).
 
 interface ExtendableEvent extends Event {
   waitUntil(promise: Promise<unknown>): void;
@@ -11,11 +11,38 @@ interface FetchEvent extends ExtendableEvent {
   readonly request: Request;
   respondWith(response: Promise<Response> | Response): void;
 }
+interface PushEvent extends ExtendableEvent {
+  readonly data: { json(): unknown; text(): string } | null;
+}
+interface NotificationEvent extends ExtendableEvent {
+  readonly notification: Notification & { close(): void; data: unknown };
+}
+interface WindowClient {
+  url: string;
+  focus(): Promise<WindowClient>;
+  navigate(url: string): Promise<WindowClient | null>;
+}
 interface WorkerScope {
   skipWaiting(): Promise<void>;
-  clients: { claim(): Promise<void> };
+  clients: {
+    claim(): Promise<void>;
+    matchAll(options: { type: 'window'; includeUncontrolled: boolean }): Promise<WindowClient[]>;
+    openWindow(url: string): Promise<WindowClient | null>;
+  };
+  registration: { showNotification(title: string, options: NotificationOptions & { data?: unknown }): Promise<void> };
   addEventListener(type: 'install' | 'activate', listener: (e: ExtendableEvent) => void): void;
   addEventListener(type: 'fetch', listener: (e: FetchEvent) => void): void;
+  addEventListener(type: 'push', listener: (e: PushEvent) => void): void;
+  addEventListener(type: 'notificationclick', listener: (e: NotificationEvent) => void): void;
+}
+
+/** What the server pushes (alerts/fallback.rs, rollcall/reminders.rs). */
+interface PushPayload {
+  type?: string;
+  alert_id?: number;
+  rollcall_id?: number;
+  title?: string;
+  body?: string;
 }
 
 const scope = self as unknown as WorkerScope;
@@ -65,4 +92,41 @@ scope.addEventListener('fetch', (event) => {
       ),
     );
   }
+});
+
+scope.addEventListener('push', (event) => {
+  let p: PushPayload = {};
+  try {
+    p = (event.data?.json() ?? {}) as PushPayload;
+  } catch {
+    p = { body: event.data?.text() ?? '' };
+  }
+  const reminder = p.type === 'rollcall_reminder';
+  const title = p.title || 'Vigil';
+  // One notification per alert (a copy may come by push twice): the tag replaces the older.
+  const tag = p.alert_id ? `alert-${p.alert_id}` : p.rollcall_id ? `rollcall-${p.rollcall_id}` : 'vigil';
+  event.waitUntil(
+    scope.registration.showNotification(title, {
+      body: p.body ?? '',
+      tag,
+      icon: '/app/icon.svg',
+      badge: '/app/icon.svg',
+      requireInteraction: p.type === 'alert',
+      data: { url: reminder ? '/app/#/rollcall' : '/app/#/inbox' },
+    }),
+  );
+});
+
+scope.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const url = (event.notification.data as { url?: string } | null)?.url ?? '/app/#/inbox';
+  event.waitUntil(
+    scope.clients.matchAll({ type: 'window', includeUncontrolled: true }).then(async (windows) => {
+      const open = windows.find((w) => new URL(w.url).pathname.startsWith('/app/'));
+      if (open) {
+        await open.navigate(url).catch(() => null);
+        await open.focus();
+      } else await scope.clients.openWindow(url);
+    }),
+  );
 });

@@ -1,6 +1,5 @@
 // The operations console: sign-in, then a shell with one entry per screen the person's roles
-// allow. Screens are listed in SCREENS; alerts, roll-calls and SOS join that list as their
-// server capabilities land.
+// allow. Screens are listed in SCREENS.
 
 import '../style.css';
 import { api, logout, onSignedOut, resume, webConfig, type Me, type Organisation, type WebConfig } from '../api';
@@ -8,14 +7,20 @@ import { applyToDocument, onLanguageChange, t, type Key } from '../i18n';
 import { button, h, languagePicker, reportError, signIn } from '../ui';
 import { LiveSocket, SeqOnlyStore, type SocketState } from '../ws';
 import { accessScreen } from './access';
+import { alertsScreen } from './alerts';
+import { composeScreen } from './compose';
 import { mapScreen } from './map-screen';
 import { peopleScreen } from './people';
+import { rollcallsScreen } from './rollcalls';
+import { sosScreen, watchSos } from './sos';
 
 /** What every console screen is given. */
 export interface ConsoleContext {
   me: Me;
   config: WebConfig;
   socket: LiveSocket;
+  /** The person's stored messages as they arrive (SOS cases, chat). */
+  messages: SeqOnlyStore;
   organisations: Organisation[];
   /** Whether the person watches every organisation (oversight, system admin). */
   seesAll: boolean;
@@ -46,8 +51,8 @@ export function isOperations(me: Me): boolean {
   return me.system_admin || me.roles.some((r) => OPERATIONS_ROLES.includes(r));
 }
 
-/** The console's screens, in nav order. Later: alerts, roll-calls, SOS inbox. */
-export const SCREENS: Screen[] = [mapScreen, peopleScreen, accessScreen];
+/** The console's screens, in nav order. */
+export const SCREENS: Screen[] = [mapScreen, composeScreen, alertsScreen, rollcallsScreen, sosScreen, peopleScreen, accessScreen];
 
 const root = document.getElementById('root')!;
 
@@ -69,8 +74,9 @@ async function boot(): Promise<void> {
     return;
   }
   const [config, organisations] = await Promise.all([webConfig(), api.organisations().catch(() => [])]);
-  const socket = new LiveSocket(new SeqOnlyStore());
-  const ctx: ConsoleContext = { me, config, socket, organisations, seesAll: me.system_admin || me.roles.includes('oversight') };
+  const messages = new SeqOnlyStore();
+  const socket = new LiveSocket(messages);
+  const ctx: ConsoleContext = { me, config, socket, messages, organisations, seesAll: me.system_admin || me.roles.includes('oversight') };
   shell(ctx);
   socket.start();
 }
@@ -89,8 +95,22 @@ function shell(ctx: ConsoleContext): void {
 
   const nav = h('nav', { 'aria-label': t('nav.label') });
   const header = h('header', { class: 'topbar' });
+  let unclaimedSos = 0;
+  const paintSos = () => {
+    const badge = nav.querySelector<HTMLElement>('a[data-screen=sos] .badge');
+    if (!badge) return;
+    badge.hidden = unclaimedSos === 0;
+    badge.textContent = String(unclaimedSos);
+    badge.setAttribute('aria-label', t('sos.unclaimed_count', { n: unclaimedSos }));
+  };
+  if (screens.some((s) => s.id === 'sos')) {
+    watchSos(ctx, (n) => {
+      unclaimedSos = n;
+      paintSos();
+    });
+  }
   const renderHeader = () => {
-    const links = screens.map((s) => h('a', { href: `#/${s.id}`, 'data-screen': s.id }, t(s.label)));
+    const links = screens.map((s) => h('a', { href: `#/${s.id}`, 'data-screen': s.id }, t(s.label), s.id === 'sos' ? h('span', { class: 'badge', hidden: true, 'data-testid': 'sos-badge' }) : null));
     nav.setAttribute('aria-label', t('nav.label'));
     nav.replaceChildren(h('ul', {}, ...links.map((a) => h('li', {}, a))));
     status.textContent = t(`conn.${socketState}` as Key);
@@ -104,6 +124,7 @@ function shell(ctx: ConsoleContext): void {
       button(t('logout'), () => void logout()),
     );
     markCurrent();
+    paintSos();
   };
   const markCurrent = () => {
     const current = currentId();

@@ -515,7 +515,8 @@ class MapScreen {
   }
 }
 
-function toPoint(v: PositionView): PositionPoint {
+/** A position from the API as the map keeps it. */
+export function toPoint(v: PositionView): PositionPoint {
   return { key: positionKey(v.subject, v.id), subject: v.subject, id: v.id, name: v.name, lat: v.lat, lon: v.lon, accuracy_m: v.accuracy_m, recorded_at: v.recorded_at, area_ids: v.area_ids };
 }
 
