@@ -107,9 +107,12 @@ pub async fn list_org(
 }
 
 /// Listed members and, for an SOS chat, the active operators of its organisation.
+/// The operators are found from the role (a few people), never by walking the organisation
+/// (tens of thousands): `CROSS JOIN` makes SQLite keep that order, which its planner, without
+/// statistics, would not choose.
 const PARTICIPANT_IDS: &str = "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND listed \
-    UNION SELECT u.id FROM conversations c JOIN users u ON u.org_id = c.org_id AND u.active \
-    JOIN user_roles r ON r.user_id = u.id AND r.role = 'operator' WHERE c.id = $1 AND c.kind = 'sos'";
+    UNION SELECT u.id FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
+    WHERE r.role = 'operator' AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' AND u.org_id = c.org_id";
 
 /// Everyone who takes part in a conversation: who gets its messages.
 pub async fn participant_ids(db: &Db, conversation_id: i64) -> AppResult<Vec<i64>> {
@@ -132,10 +135,10 @@ pub async fn participants(db: &Db, conversation_id: i64) -> AppResult<Vec<Partic
          FROM conversation_members m JOIN users u ON u.id = m.user_id WHERE m.conversation_id = $1 AND m.listed \
          UNION ALL \
          SELECT u.id, u.name, 'operator', COALESCE(m.last_delivered_seq, 0), COALESCE(m.last_read_seq, 0) \
-         FROM conversations c JOIN users u ON u.org_id = c.org_id AND u.active \
-         JOIN user_roles r ON r.user_id = u.id AND r.role = 'operator' \
+         FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
          LEFT JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = u.id \
-         WHERE c.id = $1 AND c.kind = 'sos' AND NOT COALESCE(m.listed, FALSE) \
+         WHERE r.role = 'operator' AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' \
+           AND u.org_id = c.org_id AND NOT COALESCE(m.listed, FALSE) \
          ORDER BY 2, 1")
         .bind(conversation_id).fetch_all(pool).await?);
     Ok(rows
