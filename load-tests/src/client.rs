@@ -85,6 +85,9 @@ pub struct Fixture {
     /// Staff without a password whose trackers report for them (`setup --offline`).
     #[serde(default)]
     pub offline: Vec<crate::offline::OfflineStaff>,
+    /// Operators of the organisation (`setup --operators`; absent in older files).
+    #[serde(default)]
+    pub operators: Vec<Credentials>,
 }
 
 /// Where the areas lie: `areas` squares side by side along a band of latitude.

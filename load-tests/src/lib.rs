@@ -7,5 +7,7 @@ pub mod connect;
 pub mod mqtt;
 pub mod offline;
 pub mod positions;
+pub mod rollcall;
 pub mod setup;
+pub mod sos_chat;
 pub mod stats;

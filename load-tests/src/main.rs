@@ -1,7 +1,7 @@
 //! `vigil-load`: the load generator (see README.md for the scenarios and the exact commands).
 
 // The scenarios live in the library (src/lib.rs) so that the in-suite test runs them too.
-use vigil_load::{broadcast, client, connect, positions, setup, stats};
+use vigil_load::{broadcast, client, connect, positions, rollcall, setup, sos_chat, stats};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +61,12 @@ enum Scenario {
         /// the sockets one process can hold (`broadcast --offline`).
         #[arg(long, default_value_t = 0)]
         offline: usize,
+        /// Operators to create (`sos-chat`'s operations room; they can run roll-calls too).
+        #[arg(long, default_value_t = 0)]
+        operators: usize,
+        /// Dependants listed on each staff member (roll-call rows their staff member answers).
+        #[arg(long, default_value_t = 0)]
+        dependants: usize,
         /// Users created at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
@@ -204,6 +210,93 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Roll-call at scale: an adviser's roll-call of the organisation, N answers spread over a
+    /// window; answer latency, answers/s, the console board's staleness and final totals.
+    Rollcall {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup` (with its adviser).
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// Tokens written by `vigil-load login` (default: log in now), one per person.
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+        /// N: answers to send (people for themselves first, then for their dependants).
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        answers: usize,
+        /// People (tokens) answering; 0: one per answer, as far as the tokens go.
+        #[arg(long, default_value_t = 0)]
+        people: usize,
+        /// Seconds over which the answers' starts are spread.
+        #[arg(long, short = 'w', default_value_t = 60.0)]
+        window_secs: f64,
+        /// Share of answers that are need_help with a note.
+        #[arg(long, default_value_t = 0.05)]
+        need_help_share: f64,
+        /// HTTP keep-alive connections (answers in flight at most).
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+        /// Client source addresses 127.0.0.2… to spread connections over.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// Longest wait, in seconds, after the last answer for the board's final totals.
+        #[arg(long, default_value_t = 30)]
+        settle_secs: u64,
+        /// The server's process id, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// SOS chat under load: S staff press SOS, operators claim and chat with them while D
+    /// devices stream positions; chat round trip, send→ack, lost/duplicated messages.
+    SosChat {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The users file written by `setup --operators K`.
+        #[arg(long, default_value = "load-users.json")]
+        users_file: PathBuf,
+        /// Tokens written by `vigil-load login` (default: log in now): D + S of them.
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+        /// D: devices streaming positions (users 0..D).
+        #[arg(long, short = 'd', default_value_t = 10_000)]
+        devices: usize,
+        /// T: seconds between a device's fixes.
+        #[arg(long, short = 't', default_value_t = 5.0)]
+        period: f64,
+        /// Devices walk north of the areas: no geofence transitions.
+        #[arg(long)]
+        outside: bool,
+        /// S: staff pressing SOS (users D..D+S).
+        #[arg(long, short = 's', default_value_t = 20)]
+        staff: usize,
+        /// Operators' consoles (at most those `setup --operators` made).
+        #[arg(long, default_value_t = 4)]
+        operators: usize,
+        /// Messages each staff member sends.
+        #[arg(long, short = 'm', default_value_t = 20)]
+        messages: usize,
+        /// Seconds between a staff member's messages.
+        #[arg(long, default_value_t = 1.0)]
+        interval_secs: f64,
+        /// Seconds of positions before the first SOS.
+        #[arg(long, default_value_t = 5.0)]
+        warmup_secs: f64,
+        /// Longest wait, in seconds, for the replies after the last message.
+        #[arg(long, default_value_t = 10)]
+        reply_timeout_secs: u64,
+        /// Client source addresses 127.0.0.2… to spread sockets over.
+        #[arg(long, default_value_t = 8)]
+        sources: usize,
+        /// The server's process id, to read its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 async fn probe(url: String, requests: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -269,6 +362,8 @@ async fn main() -> anyhow::Result<()> {
             users,
             areas,
             offline,
+            operators,
+            dependants,
             concurrency,
             out,
         } => {
@@ -283,6 +378,8 @@ async fn main() -> anyhow::Result<()> {
                 users,
                 areas,
                 offline,
+                operators,
+                dependants,
                 concurrency,
                 out,
             })
@@ -386,6 +483,70 @@ async fn main() -> anyhow::Result<()> {
             sources,
             peer_mqtt,
             peer_pid,
+            probe: ServerProbe { pid: server_pid },
+            json,
+        })
+        .await
+        .map(drop),
+        Scenario::Rollcall {
+            url,
+            users_file,
+            tokens_file,
+            answers,
+            people,
+            window_secs,
+            need_help_share,
+            connections,
+            sources,
+            settle_secs,
+            server_pid,
+            json,
+        } => rollcall::rollcall(rollcall::RollcallOpts {
+            target: Target::parse(&url)?,
+            fixture: Fixture::read(&users_file)?,
+            tokens_file,
+            answers,
+            people,
+            window: Duration::from_secs_f64(window_secs.max(0.0)),
+            need_help_share,
+            connections,
+            sources,
+            settle: Duration::from_secs(settle_secs),
+            probe: ServerProbe { pid: server_pid },
+            json,
+        })
+        .await
+        .map(drop),
+        Scenario::SosChat {
+            url,
+            users_file,
+            tokens_file,
+            devices,
+            period,
+            outside,
+            staff,
+            operators,
+            messages,
+            interval_secs,
+            warmup_secs,
+            reply_timeout_secs,
+            sources,
+            server_pid,
+            json,
+        } => sos_chat::sos_chat(sos_chat::SosChatOpts {
+            target: Target::parse(&url)?,
+            fixture: Fixture::read(&users_file)?,
+            tokens_file,
+            devices,
+            period: Duration::from_secs_f64(period.max(0.001)),
+            outside,
+            staff,
+            operators,
+            messages,
+            interval: Duration::from_secs_f64(interval_secs.max(0.001)),
+            warmup: Duration::from_secs_f64(warmup_secs.max(0.0)),
+            reply_timeout: Duration::from_secs(reply_timeout_secs),
+            sources,
             probe: ServerProbe { pid: server_pid },
             json,
         })

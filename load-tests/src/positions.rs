@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{
     Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, tokens as get_tokens,
 };
-use crate::stats::{LatencyMs, ServerProbe, cpu_percent, mib, pct, summarize, write_json};
+use crate::stats::{
+    LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, summarize, write_json,
+};
 
 /// Options of `positions`.
 #[derive(Debug)]
@@ -36,15 +38,85 @@ pub struct PositionsOpts {
     pub json: Option<std::path::PathBuf>,
 }
 
+/// What the devices count as they go (shared by every device task).
 #[derive(Debug, Default)]
-struct Counters {
-    sent_fixes: AtomicU64,
-    acked_fixes: AtomicU64,
-    acked_in_window: AtomicU64,
-    duplicates: AtomicU64,
-    errors: AtomicU64,
-    messages: AtomicU64,
-    dropped: AtomicU64,
+pub struct Counters {
+    pub sent_fixes: AtomicU64,
+    pub acked_fixes: AtomicU64,
+    pub acked_in_window: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub errors: AtomicU64,
+    pub messages: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// How connected devices stream their fixes (`positions`, and `sos-chat`'s background load).
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    pub grid: Grid,
+    pub period: Duration,
+    pub fixes_per_message: usize,
+    pub outside: bool,
+}
+
+/// Opens one authenticated socket per device, 64 handshakes at a time, device `i` with token
+/// `i % tokens.len()` from source address `source_addr(i, sources)`; devices that cannot
+/// connect are reported and left out.
+pub async fn connect_devices(
+    target: &Target,
+    tokens: Arc<Vec<String>>,
+    devices: usize,
+    sources: usize,
+) -> anyhow::Result<Vec<Ws>> {
+    let limit = Arc::new(Semaphore::new(64));
+    let mut opening = Vec::with_capacity(devices);
+    for i in 0..devices {
+        let permit = limit.clone().acquire_owned().await?;
+        let (target, tokens) = (target.clone(), tokens.clone());
+        opening.push(tokio::spawn(async move {
+            let _permit = permit;
+            open_session(&target, source_addr(i, sources), &tokens[i % tokens.len()]).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(devices);
+    for t in opening {
+        match t.await? {
+            Ok(ws) => sockets.push(ws),
+            Err(e) => eprintln!("  a device could not connect: {e:#}"),
+        }
+    }
+    Ok(sockets)
+}
+
+/// Starts one task per socket sending fixes from `start` (first fixes spread evenly over one
+/// period) until `until`; each task returns its ack latencies and its unanswered fixes.
+pub fn spawn_devices(
+    sockets: Vec<Ws>,
+    walk: Walk,
+    start: Instant,
+    until: Instant,
+    counters: &Arc<Counters>,
+) -> Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>> {
+    let connected = sockets.len();
+    let mut devices = Vec::with_capacity(connected);
+    for (i, ws) in sockets.into_iter().enumerate() {
+        // Spread the devices' first fixes evenly over one period.
+        let phase = walk.period.mul_f64(i as f64 / connected.max(1) as f64);
+        let d = Device {
+            index: i,
+            devices: connected,
+            grid: walk.grid,
+            ws,
+            first: start + phase,
+            period: walk.period,
+            until,
+            fixes_per_message: walk.fixes_per_message.max(1),
+            outside: walk.outside,
+            counters: counters.clone(),
+        };
+        devices.push(tokio::spawn(d.run()));
+    }
+    devices
 }
 
 /// The report of a `positions` run.
@@ -245,23 +317,7 @@ pub async fn positions(o: PositionsOpts) -> anyhow::Result<PositionsReport> {
     );
 
     // Connect every device first.
-    let limit = Arc::new(Semaphore::new(64));
-    let mut opening = Vec::with_capacity(o.devices);
-    for i in 0..o.devices {
-        let permit = limit.clone().acquire_owned().await?;
-        let (target, tokens) = (o.target.clone(), tokens.clone());
-        opening.push(tokio::spawn(async move {
-            let _permit = permit;
-            open_session(&target, source_addr(i, sources), &tokens[i % tokens.len()]).await
-        }));
-    }
-    let mut sockets = Vec::with_capacity(o.devices);
-    for t in opening {
-        match t.await? {
-            Ok(ws) => sockets.push(ws),
-            Err(e) => eprintln!("  a device could not connect: {e:#}"),
-        }
-    }
+    let sockets = connect_devices(&o.target, tokens.clone(), o.devices, sources).await?;
     let connected = sockets.len();
     eprintln!("{connected}/{} devices connected", o.devices);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -274,24 +330,13 @@ pub async fn positions(o: PositionsOpts) -> anyhow::Result<PositionsReport> {
     let counters = Arc::new(Counters::default());
     let start = Instant::now() + Duration::from_millis(200);
     let until = start + o.duration;
-    let mut devices = Vec::with_capacity(connected);
-    for (i, ws) in sockets.into_iter().enumerate() {
-        // Spread the devices' first fixes evenly over one period.
-        let phase = o.period.mul_f64(i as f64 / connected.max(1) as f64);
-        let d = Device {
-            index: i,
-            devices: connected,
-            grid: o.fixture.grid,
-            ws,
-            first: start + phase,
-            period: o.period,
-            until,
-            fixes_per_message: o.fixes_per_message.max(1),
-            outside: o.outside,
-            counters: counters.clone(),
-        };
-        devices.push(tokio::spawn(d.run()));
-    }
+    let walk = Walk {
+        grid: o.fixture.grid,
+        period: o.period,
+        fixes_per_message: o.fixes_per_message,
+        outside: o.outside,
+    };
+    let devices = spawn_devices(sockets, walk, start, until, &counters);
 
     // Progress once a second; remembers the peak second.
     let peaks = Arc::new(std::sync::Mutex::new(Peaks::default()));
@@ -435,21 +480,16 @@ fn print_markdown(r: &PositionsReport) {
         "| geofence transition messages received | {} |",
         r.transition_messages
     );
-    println!(
-        "| server RSS before / peak / after | {} / {} / {} |",
-        mib(r.server_rss_before_kib),
-        mib(r.server_rss_peak_kib),
-        mib(r.server_rss_after_kib)
-    );
-    println!(
-        "| server CPU (100 % = one core) average / peak second | {} / {} |",
-        pct(r.server_cpu_percent),
-        pct(r.server_cpu_percent_peak)
-    );
-    println!(
-        "| load generator CPU (same machine) | {} |",
-        pct(r.client_cpu_percent)
-    );
+    ServerUse {
+        server_pid: r.server_pid,
+        server_rss_before_kib: r.server_rss_before_kib,
+        server_rss_peak_kib: r.server_rss_peak_kib,
+        server_rss_after_kib: r.server_rss_after_kib,
+        server_cpu_percent: r.server_cpu_percent,
+        server_cpu_percent_peak: r.server_cpu_percent_peak,
+        client_cpu_percent: r.client_cpu_percent,
+    }
+    .print_rows();
 }
 
 #[cfg(test)]

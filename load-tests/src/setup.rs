@@ -1,6 +1,7 @@
-//! `setup`: as a system admin, creates an organisation, K staff with passwords, an adviser,
-//! optionally M staff without phones (`--offline`, see `offline.rs`) and a row of square
-//! security areas, and writes them to a users file the scenarios read.
+//! `setup`: as a system admin, creates an organisation, K staff with passwords (optionally each
+//! with dependants, `--dependants`), an adviser, optionally operators (`--operators`) and M
+//! staff without phones (`--offline`, see `offline.rs`), and a row of square security areas,
+//! and writes them to a users file the scenarios read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub struct SetupOpts {
     /// Staff without passwords whose trackers report for them (alert recipients beyond the
     /// sockets one process can hold).
     pub offline: usize,
+    /// Operators (the operations room: SOS cases, roll-call boards), created after the adviser.
+    pub operators: usize,
+    /// Dependants listed on each staff member (each is a row of a roll-call, answered by them).
+    pub dependants: usize,
     pub concurrency: usize,
     pub out: std::path::PathBuf,
 }
@@ -70,31 +75,31 @@ pub async fn setup(o: SetupOpts) -> anyhow::Result<Fixture> {
     let started = Instant::now();
     let limit = Arc::new(Semaphore::new(o.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(o.users);
+    let dependants: Vec<serde_json::Value> = (0..o.dependants)
+        .map(
+            |d| serde_json::json!({"name": format!("Load Dependant {d}"), "relationship": "child"}),
+        )
+        .collect();
+    let dependants = Arc::new(dependants);
     for i in 0..o.users {
         let permit = limit.clone().acquire_owned().await?;
         let (http, token, api) = (http.clone(), token.clone(), api.clone());
+        let dependants = dependants.clone();
         let cred = Credentials {
             email: format!("staff{i:05}@{short}.load.example"),
             password: format!("load-test-password-{i:05}"),
         };
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let resp = http
-                .post(format!("{api}/organisations/{org_id}/users"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({
-                    "email": cred.email, "name": format!("Load Staff {i}"),
-                    "password": cred.password, "roles": ["staff"],
-                }))
-                .send()
-                .await?;
-            let status = resp.status();
-            // 409: created by an earlier run, with the same password.
-            if !status.is_success() && status != StatusCode::CONFLICT {
-                let body = resp.text().await.unwrap_or_default();
-                bail!("creating {}: {status}: {body}", cred.email);
-            }
-            Ok(cred)
+            let name = format!("Load Staff {i}");
+            let member = Member {
+                cred: &cred,
+                name: &name,
+                role: "staff",
+                dependants: &dependants,
+            };
+            create_member(&http, &api, &token, org_id, member).await?;
+            anyhow::Ok(cred)
         }));
     }
     let mut users = Vec::with_capacity(o.users);
@@ -110,24 +115,33 @@ pub async fn setup(o: SetupOpts) -> anyhow::Result<Fixture> {
         started.elapsed().as_secs_f64()
     );
 
-    // The adviser who sends `broadcast`'s alerts (409: an earlier run made them).
+    // The adviser who sends `broadcast`'s alerts and starts roll-calls, then the operators.
     let adviser = Credentials {
         email: format!("adviser@{short}.load.example"),
         password: "load-test-adviser-password".into(),
     };
-    let resp = http
-        .post(format!("{api}/organisations/{org_id}/users"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({
-            "email": adviser.email, "name": "Load Adviser",
-            "password": adviser.password, "roles": ["adviser"],
-        }))
-        .send()
-        .await?;
-    let status = resp.status();
-    if !status.is_success() && status != StatusCode::CONFLICT {
-        let body = resp.text().await.unwrap_or_default();
-        bail!("creating the adviser: {status}: {body}");
+    let member = Member {
+        cred: &adviser,
+        name: "Load Adviser",
+        role: "adviser",
+        dependants: &[],
+    };
+    create_member(&http, &api, &token, org_id, member).await?;
+    let mut operators = Vec::with_capacity(o.operators);
+    for i in 0..o.operators {
+        let cred = Credentials {
+            email: format!("operator{i:03}@{short}.load.example"),
+            password: format!("load-test-operator-password-{i:03}"),
+        };
+        let name = format!("Load Operator {i}");
+        let member = Member {
+            cred: &cred,
+            name: &name,
+            role: "operator",
+            dependants: &[],
+        };
+        create_member(&http, &api, &token, org_id, member).await?;
+        operators.push(cred);
     }
     let offline = crate::offline::prepare(
         &http,
@@ -189,9 +203,44 @@ pub async fn setup(o: SetupOpts) -> anyhow::Result<Fixture> {
         grid,
         adviser: Some(adviser),
         offline,
+        operators,
     };
     write_fixture(&o.out, &fixture)?;
     Ok(fixture)
+}
+
+/// One member of the organisation to create, with a password and one role.
+struct Member<'a> {
+    cred: &'a Credentials,
+    name: &'a str,
+    role: &'a str,
+    dependants: &'a [serde_json::Value],
+}
+
+/// Creates one member of the organisation (409: an earlier run made them, with the same
+/// password).
+async fn create_member(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    org_id: i64,
+    m: Member<'_>,
+) -> anyhow::Result<()> {
+    let resp = http
+        .post(format!("{api}/organisations/{org_id}/users"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "email": m.cred.email, "name": m.name, "password": m.cred.password,
+            "roles": [m.role], "dependants": m.dependants,
+        }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() && status != StatusCode::CONFLICT {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("creating {}: {status}: {body}", m.cred.email);
+    }
+    Ok(())
 }
 
 /// `login`: logs the first `count` users of the fixture in and writes their access tokens to
@@ -218,10 +267,11 @@ fn write_fixture(path: &Path, f: &Fixture) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(f)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "setup: on {}: organisation id {}, {} staff, an adviser, {} offline staff, {} areas; written to {}",
+        "setup: on {}: organisation id {}, {} staff, an adviser, {} operators, {} offline staff, {} areas; written to {}",
         f.url,
         f.org_id,
         f.users.len(),
+        f.operators.len(),
         f.offline.len(),
         f.area_ids.len(),
         path.display()

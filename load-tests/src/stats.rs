@@ -40,6 +40,17 @@ pub struct LatencyMs {
     pub max: f64,
 }
 
+impl std::fmt::Display for LatencyMs {
+    /// `p50 1.20 ms, p95 3.40 ms, p99 5.60 ms, max 7.80 ms`, as the markdown reports show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50, self.p95, self.p99, self.max
+        )
+    }
+}
+
 impl From<Summary> for LatencyMs {
     fn from(s: Summary) -> Self {
         let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
@@ -126,6 +137,71 @@ pub fn mib(kib: Option<u64>) -> String {
 /// `85 %` or `n/a`.
 pub fn pct(p: Option<f64>) -> String {
     p.map_or_else(|| "n/a".into(), |p| format!("{p:.0} %"))
+}
+
+/// The server's memory and CPU over a run, and the load generator's CPU, as reports give them.
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct ServerUse {
+    pub server_pid: Option<u32>,
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_peak_kib: Option<u64>,
+    pub server_rss_after_kib: Option<u64>,
+    pub server_cpu_percent: Option<f64>,
+    pub server_cpu_percent_peak: Option<f64>,
+    pub client_cpu_percent: Option<f64>,
+}
+
+impl ServerUse {
+    /// From the samples of a run: before it, at the end of its window, after it (RSS only);
+    /// the peak CPU second and RSS seen by its progress line; the load generator's own CPU.
+    pub fn between(
+        pid: Option<u32>,
+        (before, window_end, after): (&ServerSample, &ServerSample, &ServerSample),
+        (peak_cpu, peak_rss): (Option<f64>, Option<u64>),
+        (client_before, client_end): (&ServerSample, &ServerSample),
+    ) -> ServerUse {
+        ServerUse {
+            server_pid: pid,
+            server_rss_before_kib: before.rss_kib,
+            server_rss_peak_kib: peak_rss.max(window_end.rss_kib),
+            server_rss_after_kib: after.rss_kib,
+            server_cpu_percent: cpu_percent(before, window_end),
+            server_cpu_percent_peak: peak_cpu,
+            client_cpu_percent: cpu_percent(client_before, client_end),
+        }
+    }
+
+    /// The last rows of a markdown report.
+    pub fn print_rows(&self) {
+        println!(
+            "| server RSS before / peak / after | {} / {} / {} |",
+            mib(self.server_rss_before_kib),
+            mib(self.server_rss_peak_kib),
+            mib(self.server_rss_after_kib)
+        );
+        println!(
+            "| server CPU (100 % = one core) average / peak second | {} / {} |",
+            pct(self.server_cpu_percent),
+            pct(self.server_cpu_percent_peak)
+        );
+        println!(
+            "| load generator CPU (same machine) | {} |",
+            pct(self.client_cpu_percent)
+        );
+    }
+}
+
+/// Prints a report as markdown, also writes it as JSON when asked, and hands it back.
+pub fn publish<T: Serialize>(
+    report: T,
+    print_markdown: fn(&T),
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<T> {
+    print_markdown(&report);
+    if let Some(path) = json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
 }
 
 /// Writes the report as pretty JSON.

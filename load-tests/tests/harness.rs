@@ -1,7 +1,7 @@
 //! The load generator's scenarios, run small against the real server started in this process
 //! (ephemeral port, throwaway SQLite file), through the same functions the binary calls:
 //! setup → login → connect → positions → broadcast, with the Mosquitto peer when a broker
-//! answers on 127.0.0.1:1883. It checks what the reports count (deliveries, errors), never how
+//! answers on 127.0.0.1:1883 → rollcall → sos-chat. It checks what the reports count (deliveries, errors), never how
 //! fast, so that the harness cannot rot unnoticed.
 
 use std::io::Write;
@@ -15,7 +15,9 @@ use vigil_load::client::Target;
 use vigil_load::connect::{ConnectOpts, connect};
 use vigil_load::mqtt::broker_answers;
 use vigil_load::positions::{PositionsOpts, positions};
+use vigil_load::rollcall::{RollcallOpts, rollcall};
 use vigil_load::setup::{SetupOpts, login_to_file, setup};
+use vigil_load::sos_chat::{SosChatOpts, sos_chat};
 use vigil_load::stats::ServerProbe;
 use vigil_server::users::NewPerson;
 
@@ -67,6 +69,8 @@ async fn every_scenario_runs_small_against_a_real_server() {
         users: 20,
         areas: 2,
         offline: 5,
+        operators: 2,
+        dependants: 1,
         concurrency: 4,
         out: users_file.clone(),
     })
@@ -247,6 +251,70 @@ async fn every_scenario_runs_small_against_a_real_server() {
         (None, None) => {}
         (m, p) => panic!("peer asked: {p:?}, peer report: {:?}", m.is_some()),
     }
+
+    // rollcall: 30 answers (20 staff for themselves, then 10 for their dependant) in 2 s.
+    let r = rollcall(RollcallOpts {
+        target: target.clone(),
+        fixture: fixture.clone(),
+        tokens_file: Some(tokens_file.clone()),
+        answers: 30,
+        people: 0,
+        window: Duration::from_secs(2),
+        need_help_share: 0.1,
+        connections: 8,
+        sources: 2,
+        settle: Duration::from_secs(10),
+        probe,
+        json: Some(dir.path().join("rollcall.json")),
+    })
+    .await
+    .expect("rollcall");
+    assert_eq!(r.errors, 0, "{:?}", r.first_errors);
+    assert_eq!((r.people_answering, r.rows_per_person), (20, 2));
+    // Everyone in the organisation is asked: 20 staff and their 20 dependants, the adviser,
+    // 2 operators and 5 offline staff.
+    assert_eq!(r.people_asked, 48);
+    assert_eq!(
+        (r.answers_ok, r.answers_safe, r.answers_need_help),
+        (30, 27, 3)
+    );
+    assert!(r.totals_match, "{:?} vs {:?}", r.expected, r.final_board);
+    assert_eq!(r.expected.not_answered, 18);
+    assert_eq!(r.answers_never_on_board, 0);
+    assert!(r.board_updates > 0 && r.last_answer_to_final_board_ms.is_some());
+
+    // sos-chat: 4 staff × 3 messages with 2 operators while 10 devices stream positions.
+    let c = sos_chat(SosChatOpts {
+        target: target.clone(),
+        fixture: fixture.clone(),
+        tokens_file: Some(tokens_file.clone()),
+        devices: 10,
+        period: Duration::from_millis(500),
+        outside: false,
+        staff: 4,
+        operators: 2,
+        messages: 3,
+        interval: Duration::from_millis(200),
+        warmup: Duration::from_secs(1),
+        reply_timeout: Duration::from_secs(10),
+        sources: 2,
+        probe,
+        json: Some(dir.path().join("sos-chat.json")),
+    })
+    .await
+    .expect("sos-chat");
+    assert_eq!(c.errors, 0, "{:?}", c.first_errors);
+    assert_eq!(c.devices_connected, 10);
+    assert_eq!(
+        (c.messages_sent, c.messages_acked, c.replies_received),
+        (12, 12, 12)
+    );
+    assert_eq!((c.lost, c.duplicates), (0, 0));
+    assert_eq!(c.operator_copies, c.operator_copies_expected);
+    assert_eq!(c.operator_copies, 24);
+    assert!(c.round_trip_ms.max > 0.0 && c.send_ack_ms.max > 0.0);
+    assert!(c.positions_acked_per_sec_during_chat > 0.0);
+    assert_eq!(c.positions_unanswered, 0);
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;

@@ -154,45 +154,70 @@ impl AnswerWriter {
 }
 
 async fn run(db: Db, hub: std::sync::Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    // Boards are counted by a task of their own: counting a roll-call of 70,000 rows takes
+    // ~100 ms, and answers arriving meanwhile would otherwise wait that long for their commit.
+    let (dirty, dirty_rx) = mpsc::unbounded_channel();
+    tokio::spawn(refresh_boards(db.clone(), hub, dirty_rx));
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut answers = Vec::new();
+        let mut flushes = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Answer {
+                    rollcall_id,
+                    answer,
+                    done,
+                } => answers.push((rollcall_id, answer, done)),
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        let outcomes = match write(&db, &answers).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, answers = answers.len(), "roll-call answers: write failed");
+                vec![Err(Refused::Failed); answers.len()]
+            }
+        };
+        let mut changed = HashSet::new();
+        for ((rollcall_id, _, done), outcome) in answers.into_iter().zip(outcomes) {
+            if outcome.is_ok() {
+                changed.insert(rollcall_id);
+            }
+            let _ = done.send(outcome);
+        }
+        for id in changed {
+            let _ = dirty.send(id);
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Pushes the boards of roll-calls with new answers, at most every [`BOARD_EVERY`].
+async fn refresh_boards(
+    db: Db,
+    hub: std::sync::Arc<Hub>,
+    mut changed: mpsc::UnboundedReceiver<i64>,
+) {
     let mut dirty: HashSet<i64> = HashSet::new();
     let mut tick = tokio::time::interval(BOARD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            first = rx.recv() => {
-                let Some(first) = first else { break };
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
+            id = changed.recv() => match id {
+                Some(id) => {
+                    dirty.insert(id);
                 }
-                let mut answers = Vec::new();
-                let mut flushes = Vec::new();
-                for job in jobs {
-                    match job {
-                        Job::Answer { rollcall_id, answer, done } => answers.push((rollcall_id, answer, done)),
-                        Job::Flush(done) => flushes.push(done),
-                    }
-                }
-                let outcomes = match write(&db, &answers).await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::error!(error = %e, answers = answers.len(), "roll-call answers: write failed");
-                        vec![Err(Refused::Failed); answers.len()]
-                    }
-                };
-                for ((rollcall_id, _, done), outcome) in answers.into_iter().zip(outcomes) {
-                    if outcome.is_ok() {
-                        dirty.insert(rollcall_id);
-                    }
-                    let _ = done.send(outcome);
-                }
-                for done in flushes {
-                    let _ = done.send(());
-                }
-            }
+                None => break,
+            },
             _ = tick.tick(), if !dirty.is_empty() => {
                 for id in std::mem::take(&mut dirty) {
                     match board::totals(&db, id).await {

@@ -66,6 +66,9 @@ fn add(board: &mut Board, status: &str, n: i64) {
 /// The counts and the per-organisation split, straight from storage; returns the roll-call's
 /// organisation too.
 pub async fn totals(db: &Db, id: i64) -> Result<(i64, Board), sqlx::Error> {
+    // Taken before counting, so that `counted_at` promises what a console relies on: every
+    // answer acknowledged before it is in these counts (the snapshot is at least this recent).
+    let counted_at = now_ms();
     let rows: Vec<(i64, String, i64)> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT u.org_id, {STATUS} AS s, COUNT(*) FROM rollcall_people p JOIN users u ON u.id = p.user_id \
          WHERE p.rollcall_id = $1 GROUP BY u.org_id, s")))
@@ -73,7 +76,7 @@ pub async fn totals(db: &Db, id: i64) -> Result<(i64, Board), sqlx::Error> {
     let org: Option<i64> = on_reader!(db, pool => sqlx::query_scalar("SELECT org_id FROM rollcalls WHERE id = $1")
         .bind(id).fetch_optional(pool).await?);
     let mut board = Board {
-        counted_at: Some(Timestamp(now_ms())),
+        counted_at: Some(Timestamp(counted_at)),
         ..Board::default()
     };
     for (org_id, status, n) in rows {

@@ -203,3 +203,49 @@ async fn people_who_do_not_answer_are_reminded_and_then_texted() {
         (Some(1), Some(0))
     );
 }
+
+fn wall_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+on_both_databases! {
+    async fn a_board_counts_every_answer_acknowledged_before_its_counted_at(srv: TestServer) {
+        // A console times how stale the board is from `counted_at`: every answer whose 204 came
+        // before it must be in the counts, even while answers are committed during the count.
+        let org = srv.org().await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let mut staff = Vec::new();
+        for _ in 0..6 {
+            staff.push(srv.user(org, &[Role::Staff], false).await);
+        }
+        let rc = operator.post("/api/v1/rollcalls", json!({"title": "Counted at", "target": {"roles": ["staff"]}}))
+            .await.expect(201);
+        let id = rc["id"].as_i64().expect("id");
+        let path = format!("/api/v1/rollcalls/{id}/answer");
+        let answering = futures_util::future::join_all(staff.iter().map(|s| {
+            let path = path.clone();
+            async move {
+                s.post(&path, json!({"status": "safe"})).await.expect(204);
+                wall_ms()
+            }
+        }));
+        let reading = async {
+            let mut boards = Vec::new();
+            for _ in 0..10 {
+                boards.push(board(&operator, id).await);
+            }
+            boards
+        };
+        let (acked, mut boards) = tokio::join!(answering, reading);
+        boards.push(board(&operator, id).await);
+        for b in &boards {
+            let counted = b["counted_at"].as_str().expect("counted_at");
+            let counted = time::OffsetDateTime::parse(counted, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339");
+            let counted = (counted.unix_timestamp_nanos() / 1_000_000) as i64;
+            let before = acked.iter().filter(|at| **at < counted).count() as i64;
+            assert!(b["safe"].as_i64().unwrap_or(-1) >= before, "{before} answers acknowledged before {b}");
+        }
+        assert_eq!(counts(boards.last().expect("a board")), [6, 0, 0, 0]);
+    }
+}
