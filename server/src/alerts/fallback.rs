@@ -79,25 +79,39 @@ struct Outcome {
 /// Alerts armed per sweep.
 const ARM_BATCH: i64 = 20;
 
-/// Puts the unconfirmed copies of alerts whose `fallback_at` has come on the schedule.
-/// Claiming the alert (clearing `fallback_at`) and arming its copies commit together, so a
-/// crash leaves either both or neither, and two nodes never arm one alert twice.
+/// Puts the unconfirmed copies of alerts whose `fallback_at` has come on the schedule — only
+/// those with a channel to try (a push subscription, or a phone number when the alert allows
+/// SMS and a gateway is set up); the rest are marked as having none, in one statement rather
+/// than a claim and an attempt each. Claiming the alert (clearing `fallback_at`) and arming its
+/// copies commit together, so a crash leaves either both or neither, and two nodes never arm
+/// one alert twice.
 async fn arm(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
     let db = &state.db;
-    let due: Vec<(i64, i64)> = on_reader!(db, pool => sqlx::query_as(
-        "SELECT id, fallback_at FROM alerts WHERE fallback_at IS NOT NULL AND fallback_at <= $1 \
+    let due: Vec<(i64, i64, bool)> = on_reader!(db, pool => sqlx::query_as(
+        "SELECT id, fallback_at, sms_fallback FROM alerts WHERE fallback_at IS NOT NULL AND fallback_at <= $1 \
          ORDER BY fallback_at LIMIT $2")
         .bind(now).bind(ARM_BATCH).fetch_all(pool).await?);
-    for (alert_id, at) in due {
+    let unconfirmed = "alert_id = $1 AND state IN ('queued', 'sent') AND next_attempt_at IS NULL \
+        AND push_attempts = 0 AND sms_messages = 0";
+    let arm = format!(
+        "UPDATE alert_recipients SET next_attempt_at = $2 WHERE {unconfirmed} \
+         AND (user_id IN (SELECT user_id FROM push_subscriptions) \
+              OR ($3 AND user_id IN (SELECT id FROM users WHERE phone IS NOT NULL)))"
+    );
+    let none = format!(
+        "UPDATE alert_recipients SET last_error = 'no web-push subscription' WHERE {unconfirmed} \
+         AND last_error IS NULL"
+    );
+    for (alert_id, at, sms_fallback) in due {
+        let sms = sms_fallback && state.sms.is_enabled();
         in_tx!(db, tx => {
             let claimed = sqlx::query("UPDATE alerts SET fallback_at = NULL WHERE id = $1 AND fallback_at IS NOT NULL")
                 .bind(alert_id).execute(&mut *tx).await?.rows_affected();
             if claimed == 1 {
-                sqlx::query(
-                    "UPDATE alert_recipients SET next_attempt_at = $2 \
-                     WHERE alert_id = $1 AND state IN ('queued', 'sent') AND next_attempt_at IS NULL \
-                     AND push_attempts = 0 AND sms_messages = 0")
-                    .bind(alert_id).bind(at).execute(&mut *tx).await?;
+                sqlx::query(sqlx::AssertSqlSafe(arm.clone()))
+                    .bind(alert_id).bind(at).bind(sms).execute(&mut *tx).await?;
+                sqlx::query(sqlx::AssertSqlSafe(none.clone()))
+                    .bind(alert_id).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
