@@ -46,6 +46,8 @@ pub enum DbError {
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// WAL pages (4 KiB) after which the writer checkpoints by itself (the checkpointer is late).
 const WAL_BACKSTOP_PAGES: u32 = 16_384;
+/// The writer's page cache, negative: KiB (64 MiB).
+const WRITER_CACHE_KIB: i64 = -65_536;
 /// Bytes the WAL file is truncated to after a checkpoint reset.
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -115,9 +117,15 @@ impl Db {
                 // pages because the checkpointer fell behind.
                 .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
                 .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
+            // The single writer touches the hot index pages of every table it appends to; the
+            // default 2 MiB cache made it re-read them from the OS at every commit once the
+            // position history grew past a few million rows.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(opts.clone())
+                .connect_with(
+                    opts.clone()
+                        .pragma("cache_size", WRITER_CACHE_KIB.to_string()),
+                )
                 .await?;
             let checkpoint = SqlitePoolOptions::new()
                 .max_connections(1)
