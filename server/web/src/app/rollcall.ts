@@ -60,10 +60,23 @@ function card(ctx: AppContext, c: MyRollcall, rerender: () => void): HTMLElement
     ...c.rows.map((row) => answerForm(ctx, c, row, rerender)));
 }
 
+/**
+ * What the person has typed or ticked but not sent, per roll-call and row: a reminder or an
+ * update arriving redraws the tab, and must not wipe a half-written note.
+ */
+const drafts = new Map<string, { note: string; share: boolean }>();
+
 function answerForm(ctx: AppContext, c: MyRollcall, row: RollcallPerson, rerender: () => void): HTMLElement {
   const forWhom = row.dependant_id ? t('answer.for', { name: row.name }) : t('answer.me');
+  const key = `${c.id}-${row.dependant_id}`;
+  const draft = drafts.get(key) ?? { note: '', share: false };
   const note = h('textarea', { rows: '2', maxlength: '2000', 'data-testid': 'answer-note' });
   const share = h('input', { type: 'checkbox', 'data-testid': 'answer-share' });
+  note.value = draft.note;
+  share.checked = draft.share;
+  const keep = () => drafts.set(key, { note: note.value, share: share.checked });
+  note.addEventListener('input', keep);
+  share.addEventListener('change', keep);
   const status = h('p', { class: 'track-status', role: 'status' });
   const send = async (answer: 'safe' | 'need_help') => {
     status.textContent = t('answer.sending');
@@ -71,6 +84,7 @@ function answerForm(ctx: AppContext, c: MyRollcall, row: RollcallPerson, rerende
     if (share.checked && !position) status.textContent = t('answer.no_fix');
     try {
       await ops.answer(c.id, { status: answer, ...(note.value.trim() ? { note: note.value.trim() } : {}), ...(position ? { position } : {}), ...(row.dependant_id ? { dependant_id: row.dependant_id } : {}) });
+      drafts.delete(key);
       announce(t('answer.sent'));
       rerender();
     } catch (e) {
