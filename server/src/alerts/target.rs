@@ -463,7 +463,7 @@ async fn check(
 }
 
 /// What targeting needs to know of a person.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy)]
 pub struct Person {
     /// Their organisation.
     pub org_id: i64,
