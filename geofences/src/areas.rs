@@ -59,6 +59,28 @@ impl RTreeObject for AreaEntry {
     }
 }
 
+/// One entry of the overlap R-tree: a box that every shape intersecting the area meets
+/// (see [`Shape::intersects`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OverlapEntry {
+    id: AreaId,
+    env: DegBox,
+}
+
+impl RTreeObject for OverlapEntry {
+    type Envelope = AABB<[f64; 2]>;
+    fn envelope(&self) -> Self::Envelope {
+        AABB::from_corners([self.env[0], self.env[1]], [self.env[2], self.env[3]])
+    }
+}
+
+fn overlap_entries(area: &Area) -> impl Iterator<Item = OverlapEntry> + '_ {
+    area.shape
+        .overlap_boxes()
+        .into_iter()
+        .map(move |env| OverlapEntry { id: area.id, env })
+}
+
 fn entries(area: &Area) -> impl Iterator<Item = AreaEntry> + '_ {
     area.shape.pieces().into_iter().map(move |piece| AreaEntry {
         id: area.id,
@@ -76,6 +98,9 @@ pub struct AreaIndex {
     areas: IdMap<AreaId, Area>,
     /// Bounding boxes of every piece of every area (two per piece across the antimeridian).
     tree: RTree<AreaEntry>,
+    /// Boxes of the outlines as [`Shape::intersects`] compares them: which areas a shape
+    /// may overlap.
+    overlaps: RTree<OverlapEntry>,
 }
 
 impl fmt::Debug for AreaIndex {
@@ -83,6 +108,7 @@ impl fmt::Debug for AreaIndex {
         f.debug_struct("AreaIndex")
             .field("areas", &self.areas.len())
             .field("pieces", &self.tree.size())
+            .field("overlap_boxes", &self.overlaps.size())
             .finish()
     }
 }
@@ -92,6 +118,7 @@ impl Default for AreaIndex {
         Self {
             areas: IdMap::default(),
             tree: RTree::new(),
+            overlaps: RTree::new(),
         }
     }
 }
@@ -110,7 +137,12 @@ impl AreaIndex {
             map.insert(a.id, a);
         }
         let tree = RTree::bulk_load(map.values().flat_map(entries).collect());
-        Self { areas: map, tree }
+        let overlaps = RTree::bulk_load(map.values().flat_map(overlap_entries).collect());
+        Self {
+            areas: map,
+            tree,
+            overlaps,
+        }
     }
 
     /// Adds or replaces an area; returns the one it replaced.
@@ -118,6 +150,9 @@ impl AreaIndex {
         let old = self.remove(area.id);
         for e in entries(&area) {
             self.tree.insert(e);
+        }
+        for e in overlap_entries(&area) {
+            self.overlaps.insert(e);
         }
         self.areas.insert(area.id, area);
         old
@@ -128,6 +163,9 @@ impl AreaIndex {
         let old = self.areas.remove(&id)?;
         for e in entries(&old) {
             self.tree.remove(&e);
+        }
+        for e in overlap_entries(&old) {
+            self.overlaps.remove(&e);
         }
         Some(old)
     }
@@ -160,6 +198,29 @@ impl AreaIndex {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Ids of the areas whose outline shares a point with `shape` by [`Shape::intersects`]
+    /// (`shape.intersects(&area.shape)`), ascending: the areas under an alert drawn as `shape`.
+    /// Ignores validity windows. Only the areas whose boxes meet the shape's are tested
+    /// exactly, so the cost follows the areas nearby, not all of them.
+    pub fn intersecting(&self, shape: &Shape) -> Vec<AreaId> {
+        let mut candidates = Vec::new();
+        for b in shape.overlap_boxes() {
+            let env = AABB::from_corners([b[0], b[1]], [b[2], b[3]]);
+            let _ = self.overlaps.locate_in_envelope_intersecting_int(&env, |e| {
+                candidates.push(e.id);
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.retain(|id| {
+            self.areas
+                .get(id)
+                .is_some_and(|a| shape.intersects(&a.shape))
+        });
+        candidates
     }
 
     /// The highest security level among the areas valid at `at_ms` that contain the point:

@@ -16,7 +16,8 @@
 //! * [`positions`] — [`PositionIndex`]: the latest position of every subject, in grid buckets
 //!   under an R-tree; who is inside a shape, a box, or nearest to a point.
 //! * [`tracker`] — [`Tracker`]: both indexes plus memberships; a fix returns the areas entered
-//!   and left, with hysteresis at borders.
+//!   and left, with hysteresis at borders. [`Tracker::prepare`] and [`Tracker::apply`] split
+//!   a run of fixes into the geometry (shared borrow) and the bookkeeping (exclusive one).
 //!
 //! # Conventions
 //!
@@ -42,7 +43,7 @@ pub use error::{AreaError, MAX_RADIUS_M, MAX_VERTICES};
 pub use level::{AreaKind, InvalidSecurityLevel, SecurityLevel};
 pub use positions::{InvalidPosition, PositionIndex};
 pub use shape::{Shape, ShapeGeometry};
-pub use tracker::{Fix, MAX_MARGIN_M, Tracker, Transition, Transitions};
+pub use tracker::{Fix, MAX_MARGIN_M, PreparedFixes, Tracker, Transition, Transitions};
 
 /// An area's id: the server's database id.
 pub type AreaId = i64;

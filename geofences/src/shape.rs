@@ -208,6 +208,32 @@ impl Shape {
         self.as_polygons().intersects(&other.as_polygons())
     }
 
+    /// Boxes that any shape [`Shape::intersects`] must meet, so an R-tree of them finds every
+    /// candidate: the box of the outline as `intersects` compares it (plain longitude and
+    /// latitude, a circle's 64-sided polygon), and for a circle also its geodesic boxes
+    /// (two circles are compared by distance, across the antimeridian too).
+    pub(crate) fn overlap_boxes(&self) -> Vec<DegBox> {
+        let outline = self.as_polygons();
+        let mut b = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for c in outline.0.iter().flat_map(|p| p.exterior().0.iter()) {
+            b = [b[0].min(c.x), b[1].min(c.y), b[2].max(c.x), b[3].max(c.y)];
+        }
+        let mut out = Vec::with_capacity(3);
+        // A valid shape has an exterior ring; the guard keeps an empty box out of the tree.
+        if b[0] <= b[2] && b[1] <= b[3] {
+            out.push(b);
+        }
+        if let Prepared::Circle { .. } = &*self.prepared {
+            out.extend(self.pieces().into_iter().map(|p| p.env));
+        }
+        out
+    }
+
     fn as_polygons(&self) -> MultiPolygon<f64> {
         match &self.geometry {
             ShapeGeometry::Polygons(mp) => mp.clone(),

@@ -21,6 +21,7 @@
 //! through [`Tracker::area_changed`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::area::Area;
 use crate::areas::AreaIndex;
@@ -71,6 +72,62 @@ pub enum Transition {
     Left(AreaId),
 }
 
+/// Fixes whose effect [`Tracker::prepare`] worked out from a shared borrow of the tracker,
+/// for [`Tracker::apply`] to make under an exclusive one.
+///
+/// This is how a server holding the tracker behind a read-write lock keeps the write lock
+/// short: the geometry (the costly part) runs under the read lock, beside other readers, and
+/// the write lock only stores the results.
+#[derive(Debug)]
+pub struct PreparedFixes {
+    /// The tracker's version when prepared: [`Tracker::apply`] trusts the work only if
+    /// nothing changed since.
+    version: u64,
+    fixes: Vec<PreparedFix>,
+}
+
+impl PreparedFixes {
+    /// Number of fixes.
+    pub fn len(&self) -> usize {
+        self.fixes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.fixes.is_empty()
+    }
+}
+
+/// One fix of [`PreparedFixes`].
+#[derive(Clone, Debug)]
+struct PreparedFix {
+    subject: SubjectId,
+    /// Longitude folded as stored (unless the position is invalid).
+    fix: Fix,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Invalid(InvalidPosition),
+    /// Older than the subject's last fix: ignored.
+    Older,
+    /// Accepted. `areas` is the subject's membership afterwards when it changed (or the
+    /// subject is new); otherwise the membership stays as it is.
+    Moved {
+        transitions: Transitions,
+        areas: Option<Vec<AreaId>>,
+    },
+}
+
+/// Versions are unique across trackers, so fixes prepared on one tracker are never applied
+/// as they are to another.
+static VERSIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// What the tracker remembers of a subject.
 #[derive(Clone, Debug)]
 struct SubjectState {
@@ -92,8 +149,9 @@ enum Status {
 }
 
 /// Areas, positions and memberships: what one server node holds.
-#[derive(Default)]
 pub struct Tracker {
+    /// Changes with every change of areas, subjects or memberships (see [`PreparedFixes`]).
+    version: u64,
     /// Every area; changed only through the tracker so memberships stay right.
     areas: AreaIndex,
     /// Latest position of every subject.
@@ -105,6 +163,20 @@ pub struct Tracker {
     /// Reused by every update (see [`Tracker::update`]).
     scratch_statuses: Vec<(AreaId, Status)>,
     scratch_now: Vec<AreaId>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self {
+            version: next_version(),
+            areas: AreaIndex::default(),
+            positions: PositionIndex::default(),
+            subjects: IdMap::default(),
+            members: IdMap::default(),
+            scratch_statuses: Vec::new(),
+            scratch_now: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Tracker {
@@ -134,6 +206,7 @@ impl Tracker {
     /// computed as for a first fix and the position R-tree is bulk-loaded. Replaces any
     /// subjects already tracked; invalid fixes are skipped and counted in the result.
     pub fn load(&mut self, fixes: impl IntoIterator<Item = (SubjectId, Fix)>) -> usize {
+        self.version = next_version();
         let mut skipped = 0;
         let mut statuses = Vec::new();
         self.subjects.clear();
@@ -183,6 +256,7 @@ impl Tracker {
     /// invalid position is refused and changes nothing.
     pub fn update(&mut self, subject: SubjectId, fix: Fix) -> Result<Transitions, InvalidPosition> {
         let (lon, lat) = check_position(fix.lon, fix.lat)?;
+        self.version = next_version();
         let fix = Fix { lon, lat, ..fix };
         let previous = self.subjects.get(&subject);
         if previous.is_some_and(|s| fix.at_ms < s.fix.at_ms) {
@@ -234,8 +308,152 @@ impl Tracker {
         Ok(transitions)
     }
 
+    /// Works out what [`Tracker::update`] would do with each fix, in order (a later fix of a
+    /// subject sees the effect of its earlier ones), without changing anything; give the
+    /// result to [`Tracker::apply`].
+    pub fn prepare(&self, fixes: &[(SubjectId, Fix)]) -> PreparedFixes {
+        let mut out: Vec<PreparedFix> = Vec::with_capacity(fixes.len());
+        // Subjects already moved by this batch: their newest time, and which prepared fix
+        // holds their memberships (`None`: still those in the tracker).
+        let mut moved: IdMap<SubjectId, (i64, Option<usize>)> = IdMap::default();
+        let mut statuses = Vec::new();
+        let mut now = Vec::new();
+        for &(subject, fix) in fixes {
+            let (lon, lat) = match check_position(fix.lon, fix.lat) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(PreparedFix {
+                        subject,
+                        fix,
+                        outcome: Outcome::Invalid(e),
+                    });
+                    continue;
+                }
+            };
+            let fix = Fix { lon, lat, ..fix };
+            let tracked = self.subjects.get(&subject);
+            let previous: Option<(i64, &[AreaId])> = match moved.get(&subject) {
+                Some(&(at, held)) => {
+                    let areas = match held.map(|i| &out[i].outcome) {
+                        Some(Outcome::Moved {
+                            areas: Some(areas), ..
+                        }) => areas.as_slice(),
+                        _ => tracked.map_or(&[][..], |s| s.areas.as_slice()),
+                    };
+                    Some((at, areas))
+                }
+                None => tracked.map(|s| (s.fix.at_ms, s.areas.as_slice())),
+            };
+            if previous.is_some_and(|(at, _)| fix.at_ms < at) {
+                out.push(PreparedFix {
+                    subject,
+                    fix,
+                    outcome: Outcome::Older,
+                });
+                continue;
+            }
+            let old = previous.map(|(_, areas)| areas);
+            self.memberships(
+                lon,
+                lat,
+                fix.accuracy_m,
+                fix.at_ms,
+                old,
+                &mut statuses,
+                &mut now,
+            );
+            let transitions = diff(old.unwrap_or(&[]), &now);
+            let areas = (old.is_none() || !transitions.is_empty()).then(|| now.clone());
+            let held = match (&areas, moved.get(&subject)) {
+                (Some(_), _) => Some(out.len()),
+                (None, Some(&(_, held))) => held,
+                (None, None) => None,
+            };
+            moved.insert(subject, (fix.at_ms, held));
+            out.push(PreparedFix {
+                subject,
+                fix,
+                outcome: Outcome::Moved { transitions, areas },
+            });
+        }
+        PreparedFixes {
+            version: self.version,
+            fixes: out,
+        }
+    }
+
+    /// Records prepared fixes and returns, for each in order, exactly what
+    /// [`Tracker::update`] would have. If the tracker changed since [`Tracker::prepare`]
+    /// (an area edited, a subject forgotten, another fix recorded), the fixes are worked out
+    /// again here, one [`Tracker::update`] each.
+    pub fn apply(&mut self, prepared: PreparedFixes) -> Vec<Result<Transitions, InvalidPosition>> {
+        if prepared.version != self.version {
+            return prepared
+                .fixes
+                .into_iter()
+                .map(|p| match p.outcome {
+                    Outcome::Invalid(e) => Err(e),
+                    Outcome::Older | Outcome::Moved { .. } => self.update(p.subject, p.fix),
+                })
+                .collect();
+        }
+        self.version = next_version();
+        let mut results = Vec::with_capacity(prepared.fixes.len());
+        for PreparedFix {
+            subject,
+            fix,
+            outcome,
+        } in prepared.fixes
+        {
+            let (transitions, areas) = match outcome {
+                Outcome::Invalid(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+                Outcome::Older => {
+                    results.push(Ok(Transitions::default()));
+                    continue;
+                }
+                Outcome::Moved { transitions, areas } => (transitions, areas),
+            };
+            for &a in &transitions.entered {
+                self.members.entry(a).or_default().insert(subject);
+            }
+            for &a in &transitions.left {
+                if let Some(set) = self.members.get_mut(&a) {
+                    set.remove(&subject);
+                }
+            }
+            if let Err(e) = self.positions.upsert(subject, fix.lon, fix.lat) {
+                // Checked when prepared, so this cannot happen.
+                results.push(Err(e));
+                continue;
+            }
+            match self.subjects.get_mut(&subject) {
+                Some(state) => {
+                    state.fix = fix;
+                    if let Some(areas) = areas {
+                        state.areas = areas;
+                    }
+                }
+                None => {
+                    self.subjects.insert(
+                        subject,
+                        SubjectState {
+                            fix,
+                            areas: areas.unwrap_or_default(),
+                        },
+                    );
+                }
+            }
+            results.push(Ok(transitions));
+        }
+        results
+    }
+
     /// Stops tracking a subject; returns the areas it was in (now left).
     pub fn forget(&mut self, subject: SubjectId) -> Vec<AreaId> {
+        self.version = next_version();
         self.positions.remove(subject);
         let Some(state) = self.subjects.remove(&subject) else {
             return Vec::new();
@@ -288,6 +506,7 @@ impl Tracker {
 
     /// Removes an area; every member leaves it.
     pub fn remove_area(&mut self, id: AreaId) -> (Option<Area>, Vec<(SubjectId, Transition)>) {
+        self.version = next_version();
         let removed = self.areas.remove(id);
         let members = self.members.remove(&id).unwrap_or_default();
         let mut out: Vec<(SubjectId, Transition)> = Vec::with_capacity(members.len());
@@ -313,6 +532,7 @@ impl Tracker {
     }
 
     fn recompute(&mut self, id: AreaId, at_ms: i64, is_new: bool) -> Vec<(SubjectId, Transition)> {
+        self.version = next_version();
         let current: Vec<SubjectId> = self
             .members
             .get(&id)

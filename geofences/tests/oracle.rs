@@ -256,6 +256,67 @@ proptest! {
     }
 }
 
+/// A random area outline: a star polygon (possibly across the antimeridian once folded) or
+/// a circle.
+fn random_outline() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        random_polygon(-25.0..25.0).prop_map(|rp| Shape::from_polygon(rp.polygon()).expect("valid")),
+        (random_polygon(176.0..184.0), any::<bool>()).prop_filter_map("fits the globe", |(rp, _)| {
+            let p = rp.polygon();
+            let fold = |ls: &LineString<f64>| LineString::from(
+                ls.0.iter().map(|c| (if c.x > 180.0 { c.x - 360.0 } else { c.x }, c.y)).collect::<Vec<_>>());
+            if !p.exterior().0.iter().all(|c| c.x > -180.0 && c.x < 540.0) {
+                return None;
+            }
+            Shape::from_polygon(Polygon::new(fold(p.exterior()), p.interiors().iter().map(fold).collect())).ok()
+        }),
+        (-25.0..25.0f64, -60.0..60.0f64, 1_000.0..900_000.0f64)
+            .prop_map(|(x, y, r)| Shape::circle(x, y, r).expect("valid")),
+        (178.0..180.0f64, -10.0..10.0f64, 1_000.0..400_000.0f64, any::<bool>())
+            .prop_map(|(x, y, r, west)| Shape::circle(if west { -x } else { x }, y, r).expect("valid")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The overlap query returns exactly the areas a scan of every area with
+    /// `Shape::intersects` finds, bulk-loaded or built one edit at a time.
+    #[test]
+    fn areas_under_a_drawn_shape_match_a_scan_of_every_area(
+        outlines in prop::collection::vec(random_outline(), 1..16),
+        drawn in prop::collection::vec(random_outline(), 1..6),
+        removed in prop::collection::vec(0usize..16, 0..4),
+    ) {
+        let areas: Vec<Area> = outlines.into_iter().enumerate().map(|(i, s)| area(i as i64, s)).collect();
+        let bulk = AreaIndex::from_areas(areas.clone());
+        let mut edited = AreaIndex::new();
+        for a in &areas {
+            edited.upsert(a.clone());
+        }
+        // Replacing an area by itself and removing some must leave no stale box behind.
+        edited.upsert(areas[0].clone());
+        for r in &removed {
+            edited.remove(*r as i64);
+        }
+        for shape in &drawn {
+            let scan: Vec<i64> = areas.iter().filter(|a| shape.intersects(&a.shape)).map(|a| a.id).collect();
+            prop_assert_eq!(bulk.intersecting(shape), scan.clone());
+            let kept: Vec<i64> = scan.into_iter().filter(|id| !removed.contains(&(*id as usize))).collect();
+            prop_assert_eq!(edited.intersecting(shape), kept);
+        }
+    }
+}
+
+#[test]
+fn two_circles_touching_across_the_antimeridian_overlap() {
+    let east = Shape::circle(179.95, 0.0, 6_000.0).expect("valid");
+    let west = Shape::circle(-179.95, 0.0, 6_000.0).expect("valid");
+    let far = Shape::circle(-179.5, 0.0, 6_000.0).expect("valid");
+    let index = AreaIndex::from_areas([area(1, west), area(2, far)]);
+    assert_eq!(index.intersecting(&east), vec![1]);
+}
+
 #[test]
 fn multipolygon_parts_and_overlaps_are_deduplicated() {
     let a = star(0.0, 0.0, &[1.0; 8], 1.0);

@@ -295,3 +295,84 @@ fn loading_many_subjects_at_start_up() {
         "older than loaded"
     );
 }
+
+/// Everything a tracker says about a set of subjects and areas, for comparing two trackers.
+fn observed(t: &Tracker, subjects: &[i64], areas: &[i64]) -> Vec<String> {
+    let mut out: Vec<String> = subjects
+        .iter()
+        .map(|s| {
+            format!(
+                "subject {s}: {:?} {:?} {:?}",
+                t.areas_of(*s),
+                t.last_fix(*s),
+                t.positions().get(*s)
+            )
+        })
+        .collect();
+    out.extend(areas.iter().map(|a| format!("area {a}: {:?}", t.members_of(*a))));
+    out.push(format!("{} subjects", t.len()));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Preparing fixes under a shared borrow and applying them under an exclusive one gives
+    /// the same transitions and the same final state as updating one fix at a time, whatever
+    /// the chunks, with subjects seen several times per chunk, late fixes, invalid positions
+    /// and accuracy circles on borders; and when the tracker changes between the two steps,
+    /// the fixes are worked out again against the new state.
+    #[test]
+    fn prepared_fixes_apply_exactly_as_one_update_each(
+        squares in prop::collection::vec((0.0..5.0f64, 0.0..5.0f64, 0.1..3.0f64), 1..8),
+        walk in prop::collection::vec(
+            (0i64..6, -1.0..9.0f64, -1.0..9.0f64, prop::option::of(0.0..200_000.0f64), 0i64..40, 0u8..20),
+            1..80),
+        chunk in 1usize..20,
+        edit_between in any::<bool>(),
+    ) {
+        let areas: Vec<Area> = squares.iter().enumerate()
+            .map(|(i, (x, y, w))| square_area(i as i64, *x, *y, x + w, y + w)).collect();
+        let ids: Vec<i64> = (0..areas.len() as i64).chain([99]).collect();
+        let subjects: Vec<i64> = (0..6).collect();
+        let fixes: Vec<(i64, Fix)> = walk.iter().map(|&(s, x, y, acc, at, bad)| {
+            // One fix in twenty has an impossible position.
+            let lat = if bad == 0 { 95.0 } else { y };
+            (s, fix(x, lat, acc, at))
+        }).collect();
+        let mut one_by_one = Tracker::with_areas(AreaIndex::from_areas(areas.clone()));
+        let mut prepared = Tracker::with_areas(AreaIndex::from_areas(areas));
+        let edit = square_area(99, 2.0, 2.0, 6.0, 6.0);
+        for (k, part) in fixes.chunks(chunk).enumerate() {
+            let batch = prepared.prepare(part);
+            prop_assert_eq!(batch.len(), part.len());
+            if edit_between && k == 1 {
+                // An adviser saves an area while the fixes wait for the write lock.
+                let a = prepared.upsert_area(edit.clone(), 20);
+                let b = one_by_one.upsert_area(edit.clone(), 20);
+                prop_assert_eq!(a, b);
+            }
+            let got = prepared.apply(batch);
+            let expected: Vec<_> = part.iter().map(|(s, f)| one_by_one.update(*s, *f)).collect();
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(observed(&prepared, &subjects, &ids), observed(&one_by_one, &subjects, &ids));
+        }
+    }
+}
+
+#[test]
+fn fixes_prepared_on_one_tracker_are_worked_out_again_on_another() {
+    let first = compound();
+    let mut second = compound();
+    second
+        .update(7, fix(36.05, 0.05, None, 1))
+        .expect("valid");
+    let batch = first.prepare(&[(7, fix(36.5, 0.05, None, 2))]);
+    // On `first`, subject 7 is new and outside; on `second` it was inside and leaves.
+    assert_eq!(
+        second.apply(batch),
+        vec![Ok(left(&[1]))],
+        "the second tracker's own state decides"
+    );
+    assert!(first.last_fix(7).is_none(), "preparing changes nothing");
+}

@@ -21,12 +21,16 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
+use vigil_protocol::{
+    AlertCounts, AlertReceiptState, ClientMessage, Fix, MessageKind, ServerMessage, Timestamp,
+    Topic,
+};
 
 use crate::client::{
-    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, tokens as get_tokens,
+    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    tokens as get_tokens,
 };
 use crate::mqtt::{MqttOpts, MqttReport};
 use crate::stats::{LatencyMs, ServerProbe, cpu_percent, mib, pct, summarize, write_json};
@@ -76,6 +80,18 @@ pub struct Counts {
     pub read: i64,
     #[serde(default)]
     pub acknowledged: i64,
+}
+
+impl From<AlertCounts> for Counts {
+    fn from(c: AlertCounts) -> Counts {
+        Counts {
+            queued: c.queued,
+            sent: c.sent,
+            delivered: c.delivered,
+            read: c.read,
+            acknowledged: c.acknowledged,
+        }
+    }
 }
 
 impl Counts {
@@ -242,12 +258,6 @@ fn spread(i: usize) -> (f64, f64) {
     )
 }
 
-fn rfc3339_now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 /// What a device saw.
 #[derive(Debug)]
 enum Seen {
@@ -272,12 +282,14 @@ struct Event {
     seen: Seen,
 }
 
-/// The fields of a server message a device looks at.
+/// The fields of a server message a device looks at. Not a whole `ServerMessage`: that would
+/// build the alert's payload as a `serde_json::Value` on every device, five times the CPU of
+/// this (a test checks that both read the protocol's messages alike).
 #[derive(Deserialize)]
 struct Incoming {
     #[serde(rename = "type")]
     ty: String,
-    kind: Option<String>,
+    kind: Option<MessageKind>,
     #[serde(rename = "ref")]
     reference: Option<String>,
     payload: Option<AlertRef>,
@@ -286,6 +298,19 @@ struct Incoming {
 #[derive(Deserialize)]
 struct AlertRef {
     alert_id: Option<i64>,
+}
+
+/// The `ref` of a device's position.
+const POSITION_REF: &str = "pos";
+
+/// The `ref` of a device's receipt of alert `alert_id`.
+fn receipt_ref(alert_id: i64) -> String {
+    format!("r{alert_id}")
+}
+
+/// The alert a receipt's `ref` names.
+fn receipt_of(reference: &str) -> Option<i64> {
+    reference.strip_prefix('r').and_then(|id| id.parse().ok())
 }
 
 /// One phone: reports its position, then confirms every alert it receives until stopped.
@@ -303,9 +328,16 @@ async fn device(
             seen,
         });
     };
-    let fix = serde_json::json!({"type": "position", "ref": "pos", "fixes": [
-        {"lat": lat, "lon": lon, "accuracy_m": 10.0, "recorded_at": rfc3339_now()}]});
-    if ws.send(Message::text(fix.to_string())).await.is_err() {
+    let fix = ClientMessage::Position {
+        reference: Some(POSITION_REF.into()),
+        fixes: vec![Fix {
+            lat,
+            lon,
+            accuracy_m: Some(10.0),
+            recorded_at: Timestamp::now(),
+        }],
+    };
+    if ws.send(text_frame(&fix)).await.is_err() {
         send(Seen::Lost);
         return;
     }
@@ -319,24 +351,27 @@ async fn device(
                         send(Seen::Error(format!("unreadable: {t}")));
                         continue;
                     };
-                    match (m.ty.as_str(), m.kind.as_deref()) {
-                        ("message", Some("alert")) => {
+                    match (m.ty.as_str(), m.kind) {
+                        ("message", Some(MessageKind::Alert)) => {
                             let Some(alert_id) = m.payload.and_then(|p| p.alert_id) else {
                                 send(Seen::Error(format!("alert without id: {t}")));
                                 continue;
                             };
                             send(Seen::Alert { alert_id, at, bytes: t.len(), frame: keep_frame.then(|| t.to_string()) });
-                            let receipt = serde_json::json!({"type": "receipt", "ref": format!("r{alert_id}"),
-                                "alert_id": alert_id, "state": "delivered"});
-                            if ws.send(Message::text(receipt.to_string())).await.is_err() {
+                            let receipt = ClientMessage::Receipt {
+                                reference: Some(receipt_ref(alert_id)),
+                                alert_id,
+                                state: AlertReceiptState::Delivered,
+                            };
+                            if ws.send(text_frame(&receipt)).await.is_err() {
                                 send(Seen::Lost);
                                 return;
                             }
                         }
                         ("ack", _) => match m.reference.as_deref() {
-                            Some("pos") => send(Seen::PositionAcked),
+                            Some(POSITION_REF) => send(Seen::PositionAcked),
                             Some(r) => {
-                                if let Some(alert_id) = r.strip_prefix('r').and_then(|id| id.parse().ok()) {
+                                if let Some(alert_id) = receipt_of(r) {
                                     send(Seen::ReceiptAcked { alert_id, at });
                                 }
                             }
@@ -371,25 +406,22 @@ async fn console(
     out: mpsc::UnboundedSender<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    ws.send(Message::text(
-        serde_json::json!({"type": "subscribe", "topic": "alerts"}).to_string(),
-    ))
-    .await?;
+    let subscribe = ClientMessage::Subscribe {
+        topic: Topic::Operations,
+        org_id: None,
+    };
+    ws.send(text_frame(&subscribe)).await?;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
-                    let v: serde_json::Value = serde_json::from_str(&t)?;
-                    match v["type"].as_str() {
-                        Some("alert_progress") => {
-                            let counts: Counts = serde_json::from_value(v["counts"].clone()).unwrap_or_default();
-                            if let Some(alert_id) = v["alert_id"].as_i64() {
-                                let _ = out.send(Progress { alert_id, counts, at });
-                            }
+                    match serde_json::from_str::<ServerMessage>(&t).with_context(|| format!("reading {t}"))? {
+                        ServerMessage::AlertProgress { alert_id, counts } => {
+                            let _ = out.send(Progress { alert_id, counts: counts.into(), at });
                         }
-                        Some("error") => bail!("the console's subscription was refused: {t}"),
+                        ServerMessage::Error { .. } => bail!("the console's subscription was refused: {t}"),
                         _ => {}
                     }
                 }
@@ -1320,6 +1352,43 @@ fn print_markdown(r: &BroadcastReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_protocol::{ErrorCode, StreamMessage, stream::write_message};
+
+    #[test]
+    fn a_device_reads_the_protocols_messages_as_the_types_write_them() {
+        let read = |text: &str| serde_json::from_str::<Incoming>(text).expect("readable");
+        let payload = serde_json::json!({"alert_id": 7, "severity": "severe", "translations": {}});
+        let typed = ServerMessage::Message(StreamMessage {
+            seq: 12,
+            kind: MessageKind::Alert,
+            at: Timestamp(1_795_354_802_118),
+            payload: payload.clone(),
+        })
+        .to_json();
+        // The server splices stored payloads in with the protocol's fast writer.
+        let spliced = write_message(
+            12,
+            MessageKind::Alert.as_str(),
+            Timestamp(1_795_354_802_118),
+            &payload.to_string(),
+        );
+        for text in [typed, spliced] {
+            let m = read(&text);
+            assert_eq!((m.ty.as_str(), m.kind), ("message", Some(MessageKind::Alert)));
+            assert_eq!(m.payload.and_then(|p| p.alert_id), Some(7));
+        }
+        let ack = |reference: String| ServerMessage::Ack {
+            reference: Some(reference),
+            accepted: None,
+            duplicates: None,
+        };
+        let m = read(&ack(POSITION_REF.into()).to_json());
+        assert_eq!((m.ty.as_str(), m.reference.as_deref()), ("ack", Some(POSITION_REF)));
+        let m = read(&ack(receipt_ref(7)).to_json());
+        assert_eq!(m.reference.as_deref().and_then(receipt_of), Some(7));
+        let error = ServerMessage::error(ErrorCode::NotFound, "no such alert", None).to_json();
+        assert_eq!(read(&error).ty, "error");
+    }
 
     #[test]
     fn points_fall_inside_and_outside_the_polygon() {

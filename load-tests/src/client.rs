@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use vigil_protocol::{ClientMessage, ServerMessage};
 
 /// A WebSocket to the server.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -245,6 +246,13 @@ fn client_config() -> WebSocketConfig {
 /// `last_seq` of a client that has every message (2^53 − 1, safe in every JSON reader).
 pub const CAUGHT_UP: i64 = 9_007_199_254_740_991;
 
+/// `msg` as a WebSocket text frame.
+pub fn text_frame(msg: &ClientMessage) -> Message {
+    // Every field of a client message is a string, number, enum or list of those: serialising
+    // cannot fail.
+    Message::text(serde_json::to_string(msg).unwrap_or_default())
+}
+
 /// Opens a WebSocket from `source` (bound before connecting), says `hello` with the token
 /// and waits for `welcome`.
 pub async fn open_session(target: &Target, source: IpAddr, token: &str) -> anyhow::Result<Ws> {
@@ -260,8 +268,11 @@ pub async fn open_session(target: &Target, source: IpAddr, token: &str) -> anyho
             .context("WebSocket upgrade")?;
     // A phone that has stored everything: nothing stored by earlier runs is replayed, so each
     // run measures its own traffic only (the server caps `last_seq` at the person's current one).
-    let hello = serde_json::json!({"type": "hello", "token": token, "last_seq": CAUGHT_UP});
-    ws.send(Message::text(hello.to_string())).await?;
+    let hello = ClientMessage::Hello {
+        token: Some(token.to_string()),
+        last_seq: CAUGHT_UP,
+    };
+    ws.send(text_frame(&hello)).await?;
     let deadline = Duration::from_secs(30);
     loop {
         let frame = tokio::time::timeout(deadline, ws.next())
@@ -269,10 +280,11 @@ pub async fn open_session(target: &Target, source: IpAddr, token: &str) -> anyho
             .context("no welcome within 30 s")?;
         match frame {
             Some(Ok(Message::Text(t))) => {
-                let v: serde_json::Value = serde_json::from_str(&t)?;
-                match v["type"].as_str() {
-                    Some("welcome") => return Ok(ws),
-                    Some("error") => bail!("refused: {t}"),
+                match serde_json::from_str::<ServerMessage>(&t)
+                    .with_context(|| format!("reading {t}"))?
+                {
+                    ServerMessage::Welcome { .. } => return Ok(ws),
+                    ServerMessage::Error { .. } => bail!("refused: {t}"),
                     _ => continue,
                 }
             }

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
+use vigil_protocol::{ClientMessage, Fix, ServerMessage, Timestamp};
 
 use crate::client::{
-    Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, tokens as get_tokens,
+    Fixture, Grid, Target, Ws, text_frame, open_session, raise_nofile, source_addr,
+    tokens as get_tokens,
 };
 use crate::stats::{
     LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, summarize, write_json,
@@ -169,16 +169,6 @@ fn position(grid: &Grid, i: usize, devices: usize, step: u64, outside: bool) -> 
     (lat, lon)
 }
 
-fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 struct Device {
     index: usize,
@@ -223,15 +213,14 @@ impl Device {
                     for _ in 0..self.fixes_per_message {
                         let (lat, lon) = position(&self.grid, self.index, self.devices, step, self.outside);
                         step += 1;
-                        last_ms = now_ms().max(last_ms + 1);
-                        fixes.push(serde_json::json!({
-                            "lat": lat, "lon": lon, "accuracy_m": 12.0, "recorded_at": rfc3339(last_ms)}));
+                        last_ms = Timestamp::now().0.max(last_ms + 1);
+                        fixes.push(Fix { lat, lon, accuracy_m: Some(12.0), recorded_at: Timestamp(last_ms) });
                     }
                     next_ref += 1;
-                    let msg = serde_json::json!({"type": "position", "ref": next_ref.to_string(), "fixes": fixes});
+                    let msg = ClientMessage::Position { reference: Some(next_ref.to_string()), fixes };
                     let n = self.fixes_per_message as u64;
                     pending.insert(next_ref, (Instant::now(), n));
-                    if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                    if self.ws.send(text_frame(&msg)).await.is_err() {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -259,33 +248,38 @@ impl Device {
         pending: &mut HashMap<u64, (Instant, u64)>,
         samples: &mut Vec<Duration>,
     ) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        // Read whole: a typed ack reads faster than the `serde_json::Value` this used to build.
+        let Ok(msg) = serde_json::from_str::<ServerMessage>(text) else {
             return;
         };
-        let reference = v["ref"].as_str().and_then(|r| r.parse::<u64>().ok());
-        match v["type"].as_str() {
-            Some("ack") => {
-                if let Some((sent, _)) = reference.and_then(|r| pending.remove(&r)) {
+        let our_ref = |r: Option<String>| r.and_then(|r| r.parse::<u64>().ok());
+        match msg {
+            ServerMessage::Ack {
+                reference,
+                accepted,
+                duplicates,
+            } => {
+                if let Some((sent, _)) = our_ref(reference).and_then(|r| pending.remove(&r)) {
                     samples.push(sent.elapsed());
                 }
                 let c = &self.counters;
-                let accepted = v["accepted"].as_u64().unwrap_or(0);
+                let accepted = accepted.unwrap_or(0);
                 c.acked_fixes.fetch_add(accepted, Ordering::Relaxed);
                 if Instant::now() <= self.until {
                     c.acked_in_window.fetch_add(accepted, Ordering::Relaxed);
                 }
                 c.duplicates
-                    .fetch_add(v["duplicates"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    .fetch_add(duplicates.unwrap_or(0), Ordering::Relaxed);
             }
-            Some("error") => {
-                if let Some(r) = reference {
+            ServerMessage::Error { reference, .. } => {
+                if let Some(r) = our_ref(reference) {
                     pending.remove(&r);
                 }
                 if self.counters.errors.fetch_add(1, Ordering::Relaxed) < 3 {
                     eprintln!("  server error: {text}");
                 }
             }
-            Some("message") => {
+            ServerMessage::Message(_) => {
                 self.counters.messages.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
@@ -521,6 +515,23 @@ mod tests {
         assert!(lat > g.lat_min && lat < g.lat_max);
         let (lat, _) = position(&g, 0, 10, 0, true);
         assert!(lat > g.lat_max);
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_position_goes_out_as_the_protocol_writes_it() {
+        let fix = Fix {
+            lat: 4.81,
+            lon: 31.5,
+            accuracy_m: Some(12.0),
+            recorded_at: Timestamp(0),
+        };
+        let msg = ClientMessage::Position {
+            reference: Some("7".into()),
+            fixes: vec![fix],
+        };
+        assert_eq!(
+            text_frame(&msg).into_text().expect("text").as_str(),
+            r#"{"type":"position","ref":"7","fixes":[{"lat":4.81,"lon":31.5,"accuracy_m":12.0,"recorded_at":"1970-01-01T00:00:00Z"}]}"#
+        );
     }
 }

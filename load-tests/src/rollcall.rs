@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use vigil_protocol::{Board, ClientMessage, ServerMessage, Timestamp, Topic};
 
 use crate::client::{
-    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, tokens as get_tokens,
+    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    tokens as get_tokens,
 };
 use crate::stats::{LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, publish, summarize};
 
@@ -135,22 +135,26 @@ pub struct RollcallReport {
 }
 
 fn wall_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    Timestamp::now().0
 }
 
-fn parse_board(v: &serde_json::Value, at: Instant) -> Option<BoardSeen> {
-    let b = &v["board"];
-    let counted_at = b["counted_at"].as_str()?;
-    let t = OffsetDateTime::parse(counted_at, &Rfc3339).ok()?;
+/// A board as seen at `at` (none without its `counted_at`).
+fn seen(b: &Board, at: Instant) -> Option<BoardSeen> {
     Some(BoardSeen {
         at,
-        counted_at_ms: (t.unix_timestamp_nanos() / 1_000_000) as i64,
-        total: b["total"].as_i64()?,
-        safe: b["safe"].as_i64()?,
-        need_help: b["need_help"].as_i64()?,
-        no_answer: b["no_answer"].as_i64().unwrap_or(0),
-        unreachable: b["unreachable"].as_i64().unwrap_or(0),
+        counted_at_ms: b.counted_at?.0,
+        total: b.total,
+        safe: b.safe,
+        need_help: b.need_help,
+        no_answer: b.no_answer,
+        unreachable: b.unreachable,
     })
+}
+
+/// The part of `GET /api/v1/rollcalls/{id}` read here: the same board as the live one.
+#[derive(Deserialize)]
+struct Stored {
+    board: Board,
 }
 
 /// Which answers to send, in order: every person for themselves, then every person's first
@@ -221,17 +225,21 @@ fn boards_missing_acked(acked: &[Acked], boards: &[BoardSeen]) -> usize {
 
 async fn console(target: &Target, token: &str, org_id: i64) -> anyhow::Result<Ws> {
     let mut ws = open_session(target, source_addr(0, 1), token).await?;
-    let sub = serde_json::json!({"type": "subscribe", "topic": "operations", "org_id": org_id});
-    ws.send(Message::text(sub.to_string())).await?;
+    let sub = ClientMessage::Subscribe {
+        topic: Topic::Operations,
+        org_id: Some(org_id),
+    };
+    ws.send(text_frame(&sub)).await?;
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
             .context("no answer to subscribe within 10 s")?;
         if let Some(Ok(Message::Text(t))) = frame {
-            let v: serde_json::Value = serde_json::from_str(&t)?;
-            match v["type"].as_str() {
-                Some("subscribed") => return Ok(ws),
-                Some("error") => bail!("subscribe refused: {t}"),
+            match serde_json::from_str::<ServerMessage>(&t)
+                .with_context(|| format!("reading {t}"))?
+            {
+                ServerMessage::Subscribed { .. } => return Ok(ws),
+                ServerMessage::Error { .. } => bail!("subscribe refused: {t}"),
                 _ => {}
             }
         } else {
@@ -394,12 +402,12 @@ pub async fn rollcall(o: RollcallOpts) -> anyhow::Result<RollcallReport> {
                     continue;
                 };
                 let at = Instant::now();
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else {
+                let Ok(msg) = serde_json::from_str::<ServerMessage>(&t) else {
                     continue;
                 };
-                if v["type"] == "rollcall_board"
-                    && v["rollcall_id"].as_i64() == Some(id)
-                    && let (Some(b), Ok(mut all)) = (parse_board(&v, at), boards.lock())
+                if let ServerMessage::RollcallBoard { rollcall_id, board } = msg
+                    && rollcall_id == id
+                    && let (Some(b), Ok(mut all)) = (seen(&board, at), boards.lock())
                 {
                     all.push(b);
                 }
@@ -572,7 +580,7 @@ pub async fn rollcall(o: RollcallOpts) -> anyhow::Result<RollcallReport> {
         .or_else(|| boards.last().copied())
         .map(|b| b.counts());
     let stored: Option<BoardCounts> = async {
-        let v: serde_json::Value = http
+        let stored: Stored = http
             .get(format!("{}/api/v1/rollcalls/{id}", o.target.base))
             .bearer_auth(&adviser_token)
             .send()
@@ -581,7 +589,7 @@ pub async fn rollcall(o: RollcallOpts) -> anyhow::Result<RollcallReport> {
             .json()
             .await
             .ok()?;
-        let b = parse_board(&v, Instant::now())?;
+        let b = seen(&stored.board, Instant::now())?;
         Some(b.counts())
     }
     .await;

@@ -16,9 +16,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
+use vigil_protocol::{ClientMessage, MessageKind, ServerMessage, StreamMessage};
 
 use crate::client::{
-    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, tokens as get_tokens,
+    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    tokens as get_tokens,
 };
 use crate::positions::{Counters, Walk, connect_devices, spawn_devices};
 use crate::stats::{LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, publish, summarize};
@@ -119,11 +121,15 @@ impl Chat {
 }
 
 /// A `chat` message of a person's stream: (conversation, seq, client_id).
-fn chat_of(v: &serde_json::Value) -> Option<(i64, i64, &str)> {
-    if v["type"] != "message" || v["kind"] != "chat" {
+fn chat_of(msg: &ServerMessage) -> Option<(i64, i64, &str)> {
+    let ServerMessage::Message(StreamMessage {
+        kind: MessageKind::Chat,
+        payload: p,
+        ..
+    }) = msg
+    else {
         return None;
-    }
-    let p = &v["payload"];
+    };
     Some((
         p["conversation_id"].as_i64()?,
         p["seq"].as_i64()?,
@@ -165,13 +171,17 @@ impl Staff {
             tokio::select! {
                 _ = tick.tick(), if next < self.messages => {
                     let id = format!("m-{}-{next}", self.index);
-                    let msg = serde_json::json!({"type": "chat_send", "ref": id, "conversation_id": self.conversation,
-                        "client_id": id, "body": format!("Load SOS chat: staff {} message {next}", self.index)});
+                    let msg = ClientMessage::ChatSend {
+                        reference: Some(id.clone()),
+                        conversation_id: self.conversation,
+                        client_id: id.clone(),
+                        body: format!("Load SOS chat: staff {} message {next}", self.index),
+                    };
                     sent_at.insert(id.clone(), Instant::now());
                     unacked.insert(id);
                     next += 1;
                     self.chat.sent.fetch_add(1, Ordering::Relaxed);
-                    if self.ws.send(Message::text(msg.to_string())).await.is_err() {
+                    if self.ws.send(text_frame(&msg)).await.is_err() {
                         self.chat.refuse(format!("staff {}: socket lost while sending", self.index));
                         break;
                     }
@@ -185,10 +195,10 @@ impl Staff {
                         break;
                     };
                     let Message::Text(t) = frame else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else { continue };
-                    match v["type"].as_str() {
-                        Some("chat_ack") => {
-                            let r = v["ref"].as_str().unwrap_or_default();
+                    let Ok(msg) = serde_json::from_str::<ServerMessage>(&t) else { continue };
+                    match &msg {
+                        ServerMessage::ChatAck { reference, .. } => {
+                            let r = reference.as_deref().unwrap_or_default();
                             if unacked.remove(r) {
                                 if let Some(at) = sent_at.get(r) {
                                     acks.push(at.elapsed());
@@ -196,9 +206,9 @@ impl Staff {
                                 self.chat.acked.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Some("error") => self.chat.refuse(format!("staff {}: {t}", self.index)),
+                        ServerMessage::Error { .. } => self.chat.refuse(format!("staff {}: {t}", self.index)),
                         _ => {
-                            let Some((conversation, seq, client_id)) = chat_of(&v) else { continue };
+                            let Some((conversation, seq, client_id)) = chat_of(&msg) else { continue };
                             if conversation != self.conversation {
                                 continue;
                             }
@@ -242,12 +252,12 @@ async fn operator(
                     break;
                 };
                 let Message::Text(t) = frame else { continue };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else { continue };
-                if v["type"] == "error" {
+                let Ok(msg) = serde_json::from_str::<ServerMessage>(&t) else { continue };
+                if let ServerMessage::Error { .. } = msg {
                     chat.refuse(format!("operator {index}: {t}"));
                     continue;
                 }
-                let Some((conversation, seq, client_id)) = chat_of(&v) else { continue };
+                let Some((conversation, seq, client_id)) = chat_of(&msg) else { continue };
                 if !seen.insert((conversation, seq)) {
                     chat.duplicates.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -259,10 +269,13 @@ async fn operator(
                 let mine = holds.lock().is_ok_and(|h| h.contains(&conversation));
                 if mine {
                     replies += 1;
-                    let reply = serde_json::json!({"type": "chat_send", "ref": format!("r-{replies}"),
-                        "conversation_id": conversation, "client_id": format!("re-{client_id}"),
-                        "body": format!("Operator {index} here: received {client_id}, stay where you are")});
-                    if ws.send(Message::text(reply.to_string())).await.is_err() {
+                    let reply = ClientMessage::ChatSend {
+                        reference: Some(format!("r-{replies}")),
+                        conversation_id: conversation,
+                        client_id: format!("re-{client_id}"),
+                        body: format!("Operator {index} here: received {client_id}, stay where you are"),
+                    };
+                    if ws.send(text_frame(&reply)).await.is_err() {
                         chat.refuse(format!("operator {index}: socket lost while replying"));
                         break;
                     }
@@ -632,15 +645,33 @@ fn print_markdown(r: &SosChatReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_protocol::Timestamp;
 
     #[test]
     fn chat_messages_are_read_from_the_stream() {
-        let v = serde_json::json!({"type": "message", "seq": 9, "kind": "chat",
-            "payload": {"conversation_id": 4, "seq": 2, "client_id": "m-1-0", "body": "x"}});
-        assert_eq!(chat_of(&v), Some((4, 2, "m-1-0")));
-        let other = serde_json::json!({"type": "message", "seq": 10, "kind": "sos", "payload": {}});
+        let message = |seq, kind, payload| {
+            ServerMessage::Message(StreamMessage {
+                seq,
+                kind,
+                at: Timestamp(1_795_354_802_118),
+                payload,
+            })
+        };
+        let chat = message(
+            9,
+            MessageKind::Chat,
+            serde_json::json!({"conversation_id": 4, "seq": 2, "client_id": "m-1-0", "body": "x"}),
+        );
+        assert_eq!(chat_of(&chat), Some((4, 2, "m-1-0")));
+        let other = message(10, MessageKind::Sos, serde_json::json!({}));
         assert_eq!(chat_of(&other), None);
-        let ack = serde_json::json!({"type": "chat_ack", "conversation_id": 4, "seq": 2});
+        let ack = ServerMessage::ChatAck {
+            reference: None,
+            conversation_id: 4,
+            seq: 2,
+            client_id: "m-1-0".into(),
+            duplicate: false,
+        };
         assert_eq!(chat_of(&ack), None);
     }
 }

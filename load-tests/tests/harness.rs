@@ -152,9 +152,9 @@ async fn every_scenario_runs_small_against_a_real_server() {
     let broker: SocketAddr = MOSQUITTO.parse().expect("address");
     let peer = broker_answers(broker).await.then_some(broker);
     if peer.is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED the Mosquitto peer of the broadcast scenario: no MQTT broker answers on {MOSQUITTO} ***\n"
+        skipped(
+            "the Mosquitto peer of the broadcast scenario",
+            &format!("no MQTT broker answers on {MOSQUITTO}"),
         );
     }
     let json = dir.path().join("broadcast.json");
@@ -318,4 +318,16 @@ async fn every_scenario_runs_small_against_a_real_server() {
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+}
+
+/// Says loudly that a part did not run; fails instead under `VIGIL_TEST_REQUIRE_ALL=1` (CI,
+/// which has the broker), like the server's tests.
+#[track_caller]
+fn skipped(what: &str, why: &str) {
+    if std::env::var("VIGIL_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!(
+            "{what} did not run ({why}), and VIGIL_TEST_REQUIRE_ALL=1 requires every test to run"
+        );
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {what}: {why} ***\n");
 }

@@ -20,6 +20,11 @@ pub struct Settings {
     pub public_url: String,
     /// Upper bound of the database connection pool.
     pub db_max_connections: u32,
+    /// SQLite: when a commit reaches the disk (`PRAGMA synchronous`). `full`: at every commit,
+    /// so what the server acknowledged survives a power cut; `normal`: at checkpoints, so it
+    /// survives the process being killed but a power cut may lose the last moments. PostgreSQL
+    /// ignores it (its own `synchronous_commit` decides).
+    pub sqlite_synchronous: SqliteSynchronous,
     /// Lifetime of an access token; short, because it cannot be revoked before it expires.
     pub access_token_ttl_secs: u64,
     /// Lifetime of a login session (its refresh tokens rotate within it).
@@ -83,6 +88,10 @@ pub struct Settings {
     pub sms_from: String,
     /// Seconds the SMS gateway has to answer one message.
     pub sms_timeout_secs: u64,
+    /// Most texts in flight to the SMS gateway at once from this node. Gateways throttle
+    /// (Twilio answers 429 past its account's concurrency); texts beyond the bound wait their
+    /// turn, and the alert fallback claims no more copies at a time than it can send.
+    pub sms_concurrency: usize,
     /// Generic gateway: the URL messages are sent to.
     pub sms_generic_url: String,
     /// Generic gateway: `POST`, `PUT` or `GET` (GET sends the form fields as the query string).
@@ -101,6 +110,17 @@ pub struct Settings {
     pub sms_twilio_auth_token: String,
     /// Twilio: the API base URL (overridden in tests).
     pub sms_twilio_base_url: String,
+}
+
+/// SQLite's `synchronous` mode, of the two that are safe in WAL mode.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// The write-ahead log is synced at checkpoints: a commit survives a crash of the process,
+    /// not of the machine (never a corrupt database either way).
+    Normal,
+    /// The write-ahead log is synced at every commit: a commit survives a power cut.
+    Full,
 }
 
 /// Which SMS gateway to use.
@@ -142,6 +162,7 @@ impl Default for Settings {
             database_url: "sqlite://vigil.db".into(),
             public_url: "http://127.0.0.1:8080".into(),
             db_max_connections: 16,
+            sqlite_synchronous: SqliteSynchronous::Normal,
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             login_max_failures: 5,
@@ -170,6 +191,7 @@ impl Default for Settings {
             sms_provider: SmsProvider::None,
             sms_from: String::new(),
             sms_timeout_secs: 10,
+            sms_concurrency: 16,
             sms_generic_url: String::new(),
             sms_generic_method: "POST".into(),
             sms_generic_auth_header: String::new(),
@@ -253,6 +275,7 @@ impl fmt::Debug for Settings {
             .field("database_url", &redact_url(&self.database_url))
             .field("public_url", &self.public_url)
             .field("db_max_connections", &self.db_max_connections)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_days", &self.refresh_token_ttl_days)
             .field("login_max_failures", &self.login_max_failures)
@@ -290,6 +313,7 @@ impl fmt::Debug for Settings {
             .field("sms_provider", &self.sms_provider)
             .field("sms_from", &self.sms_from)
             .field("sms_timeout_secs", &self.sms_timeout_secs)
+            .field("sms_concurrency", &self.sms_concurrency)
             // The URL and body of a generic gateway often carry credentials (Kannel's
             // `password=`), so only the host is shown.
             .field("sms_generic_url", &url_host_only(&self.sms_generic_url))

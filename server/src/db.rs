@@ -3,6 +3,8 @@
 //! Queries are written once with `$n` placeholders, which both drivers bind by position, and
 //! compiled twice through [`on_reader!`] / [`on_writer!`] / [`in_tx!`], which expand the same
 //! body for each pool type. Where the dialects differ, a module matches on [`Db`] explicitly.
+//! Every query and transaction those macros start first asks [`faults::pick`] for its pools,
+//! which is how tests make a share of them fail ([`Db::inject_faults`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,7 +66,7 @@ pub enum Backend {
 #[macro_export]
 macro_rules! on_reader {
     ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
+        match &*$crate::db::faults::pick(&$db) {
             $crate::db::Db::Sqlite { read: $pool, .. } => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
@@ -75,7 +77,7 @@ macro_rules! on_reader {
 #[macro_export]
 macro_rules! on_writer {
     ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
+        match &*$crate::db::faults::pick(&$db) {
             $crate::db::Db::Sqlite { write: $pool, .. } => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
@@ -87,7 +89,7 @@ macro_rules! on_writer {
 #[macro_export]
 macro_rules! in_tx {
     ($db:expr, $tx:ident => $body:expr) => {
-        match $db {
+        match &*$crate::db::faults::pick(&$db) {
             $crate::db::Db::Sqlite { write, .. } => {
                 #[allow(unused_mut)]
                 let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
@@ -103,13 +105,28 @@ macro_rules! in_tx {
 }
 
 impl Db {
-    /// Opens the database named by `url`, creating an SQLite file if needed.
+    /// Opens the database named by `url`, creating an SQLite file if needed, with the default
+    /// `sqlite_synchronous`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        let default = crate::config::Settings::default().sqlite_synchronous;
+        Self::connect_with(url, max_connections, default).await
+    }
+
+    /// Like [`Db::connect`], with SQLite's commit durability chosen (`sqlite_synchronous`).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        synchronous: crate::config::SqliteSynchronous,
+    ) -> Result<Self, DbError> {
         if url.starts_with("sqlite:") {
+            let synchronous = match synchronous {
+                crate::config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                crate::config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+            };
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(synchronous)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 // Checkpoints run beside the writer (`spawn_checkpointer`), not inside its
@@ -258,45 +275,214 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// A stored Unix-milliseconds timestamp that reads and writes as RFC 3339 in JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, sqlx::Type, utoipa::ToSchema)]
-#[sqlx(transparent)]
-#[schema(value_type = String, format = DateTime)]
-pub struct Timestamp(pub i64);
+/// A stored Unix-milliseconds timestamp that reads and writes as RFC 3339 in JSON: the
+/// protocol's type, so that the socket and the REST API write times the same way.
+pub use vigil_protocol::Timestamp;
 
-impl Timestamp {
-    /// The timestamp as RFC 3339 (UTC, millisecond precision).
-    pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
+/// Fault injection for tests, after Zed's collab server: a database can be told to fail a share
+/// of the queries and transactions started through [`on_reader!`], [`on_writer!`] and
+/// [`in_tx!`], so that tests prove a hiccup (a pool timeout, a restarted database) delays work
+/// and never loses it.
+///
+/// A failing query is handed a *starved* pool instead of the real one: a pool whose only
+/// connection is held by the injector, so the query fails as it starts with
+/// [`sqlx::Error::PoolTimedOut`], the error an overloaded database gives. Nothing else changes:
+/// the body runs as written and meets the error where it would meet a real one.
+///
+/// Production pays one relaxed atomic load per query: no database has faults until a test asks.
+pub mod faults {
+    use std::borrow::Cow;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::time::Duration;
+
+    use sqlx::pool::PoolConnection;
+    use sqlx::postgres::PgPoolOptions;
+    use sqlx::sqlite::SqlitePoolOptions;
+    use sqlx::{Postgres, Sqlite};
+
+    use super::Db;
+
+    /// How long a query on the starved pool waits before it fails.
+    const STARVED_WAIT: Duration = Duration::from_millis(1);
+
+    /// Databases with faults injected now; while it is zero, [`pick`] looks no further.
+    static ARMED: AtomicUsize = AtomicUsize::new(0);
+    /// The injections in force, by the identity of the database they affect.
+    static INJECTIONS: Mutex<Vec<(usize, Arc<Injection>)>> = Mutex::new(Vec::new());
+
+    struct Injection {
+        /// The failure probability, as `f64` bits.
+        probability: AtomicU64,
+        /// Queries failed so far.
+        injected: AtomicU64,
+        /// Pools that answer every query with a pool timeout.
+        starved: Db,
+        /// The only connection the starved pools could borrow, kept out of their reach.
+        _held: Held,
+    }
+
+    /// A connection held only so that its pool has none to give.
+    struct Held {
+        _sqlite: Option<PoolConnection<Sqlite>>,
+        _postgres: Option<PoolConnection<Postgres>>,
+    }
+
+    fn injections() -> MutexGuard<'static, Vec<(usize, Arc<Injection>)>> {
+        INJECTIONS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One database's identity, shared by all its clones: the address of its (writer) pool's
+    /// options, which live as long as the pool.
+    fn identity(db: &Db) -> usize {
+        match db {
+            Db::Sqlite { write, .. } => std::ptr::from_ref(write.options()).addr(),
+            Db::Postgres(pool) => std::ptr::from_ref(pool.options()).addr(),
+        }
+    }
+
+    /// The pools a query about to start on `db` runs on: `db` itself, or, when a fault is
+    /// injected for this query, pools on which it fails at once.
+    #[inline]
+    pub fn pick(db: &Db) -> Cow<'_, Db> {
+        if ARMED.load(Ordering::Relaxed) == 0 {
+            return Cow::Borrowed(db);
+        }
+        pick_under_faults(db)
+    }
+
+    #[cold]
+    fn pick_under_faults(db: &Db) -> Cow<'_, Db> {
+        let key = identity(db);
+        let injection = injections()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, i)| i.clone());
+        match injection {
+            Some(i)
+                if rand::random::<f64>()
+                    < f64::from_bits(i.probability.load(Ordering::Relaxed)) =>
+            {
+                i.injected.fetch_add(1, Ordering::Relaxed);
+                Cow::Owned(i.starved.clone())
+            }
+            _ => Cow::Borrowed(db),
+        }
+    }
+
+    /// Faults injected into one database (every clone of it) until this is dropped.
+    pub struct FaultInjection {
+        key: usize,
+        injection: Arc<Injection>,
+        /// Keeps the database's pools, and so its identity, alive while faults are keyed to it.
+        _db: Db,
+    }
+
+    impl FaultInjection {
+        /// Fails each query from now on with `probability` (0 to 1; 0 stops the faults).
+        pub fn set_probability(&self, probability: f64) {
+            self.injection
+                .probability
+                .store(probability.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        }
+
+        /// How many queries were failed so far.
+        pub fn injected(&self) -> u64 {
+            self.injection.injected.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Drop for FaultInjection {
+        fn drop(&mut self) {
+            let mut all = injections();
+            let before = all.len();
+            all.retain(|(k, i)| !(*k == self.key && Arc::ptr_eq(i, &self.injection)));
+            if all.len() < before {
+                ARMED.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl std::fmt::Debug for FaultInjection {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("FaultInjection")
+                .field(
+                    "probability",
+                    &f64::from_bits(self.injection.probability.load(Ordering::Relaxed)),
+                )
+                .field("injected", &self.injected())
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Db {
+        /// For tests: from now until the returned guard is dropped, each query or transaction
+        /// started on this database (through any clone) fails with `probability`, as with a
+        /// pool timeout. Opens one extra connection, which the guard holds.
+        pub async fn inject_faults(&self, probability: f64) -> Result<FaultInjection, sqlx::Error> {
+            // The starved pool may only borrow connections from a parent whose one connection
+            // is held here, so it has none to give and times out at once.
+            let (starved, held) = match self {
+                Db::Sqlite { read, .. } => {
+                    let options = (*read.connect_options()).clone();
+                    let parent = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options.clone())
+                        .await?;
+                    let held = Held {
+                        _sqlite: Some(parent.acquire().await?),
+                        _postgres: None,
+                    };
+                    let pool = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(STARVED_WAIT)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .parent(parent)
+                        .connect_lazy_with(options);
+                    let starved = Db::Sqlite {
+                        read: pool.clone(),
+                        write: pool.clone(),
+                        checkpoint: pool,
+                    };
+                    (starved, held)
+                }
+                Db::Postgres(real) => {
+                    let options = (*real.connect_options()).clone();
+                    let parent = PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options.clone())
+                        .await?;
+                    let held = Held {
+                        _sqlite: None,
+                        _postgres: Some(parent.acquire().await?),
+                    };
+                    let pool = PgPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(STARVED_WAIT)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .parent(parent)
+                        .connect_lazy_with(options);
+                    (Db::Postgres(pool), held)
+                }
+            };
+            let injection = Arc::new(Injection {
+                probability: AtomicU64::new(probability.clamp(0.0, 1.0).to_bits()),
+                injected: AtomicU64::new(0),
+                starved,
+                _held: held,
+            });
+            let key = identity(self);
+            injections().push((key, injection.clone()));
+            ARMED.fetch_add(1, Ordering::Relaxed);
+            Ok(FaultInjection {
+                key,
+                injection,
+                _db: self.clone(),
             })
-            .unwrap_or_default()
-    }
-
-    /// Parses RFC 3339 with any offset.
-    pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let t =
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-            .ok()
-            .map(Timestamp)
-    }
-}
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Timestamp {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 timestamp")))
+        }
     }
 }

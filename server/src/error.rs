@@ -61,24 +61,9 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
-/// One specific thing wrong with a request: a field, a row of an upload, a coordinate.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct Issue {
-    /// Where: a JSON pointer, a field name or `line 12`.
-    pub at: String,
-    /// What is wrong there.
-    pub reason: String,
-}
-
-impl Issue {
-    /// An issue at `at`.
-    pub fn new(at: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            at: at.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// One specific thing wrong with a request: a field, a row of an upload, a coordinate (the
+/// protocol's type, so a socket refusal names its issues as the HTTP 422 does).
+pub use vigil_protocol::Issue;
 
 /// The RFC 9457 body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +86,43 @@ pub struct Problem {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
+    /// The socket's `error` answer for this refusal: the same detail and `issues` as the HTTP
+    /// problem, so a client learns as much over the socket as over HTTP. 5xx details are
+    /// logged and replaced by "send it again". `conflict` says what a 409 means where it was
+    /// raised (location-less mode for positions, a closed conversation for chat).
+    pub fn to_socket(
+        &self,
+        conflict: vigil_protocol::ErrorCode,
+        reference: Option<String>,
+    ) -> vigil_protocol::ServerMessage {
+        use vigil_protocol::ErrorCode;
+        let (code, issues) = match self {
+            AppError::BadRequest(_) => (ErrorCode::BadMessage, Vec::new()),
+            AppError::Invalid { issues, .. } => (ErrorCode::Invalid, issues.clone()),
+            AppError::Unauthorized(_) => (ErrorCode::Unauthorized, Vec::new()),
+            AppError::Forbidden(_) => (ErrorCode::Forbidden, Vec::new()),
+            AppError::NotFound(_) => (ErrorCode::NotFound, Vec::new()),
+            AppError::Conflict(_) => (conflict, Vec::new()),
+            AppError::TooManyRequests { .. } => (ErrorCode::RateLimited, Vec::new()),
+            AppError::PayloadTooLarge(_) | AppError::UnsupportedMediaType(_) => {
+                (ErrorCode::Invalid, Vec::new())
+            }
+            AppError::Database(_) | AppError::Internal(_) => (ErrorCode::ServerError, Vec::new()),
+        };
+        let detail = if code == ErrorCode::ServerError {
+            tracing::error!(error = %self, "ws: a request failed");
+            "the server failed to handle this; send it again".to_string()
+        } else {
+            self.to_string()
+        };
+        vigil_protocol::ServerMessage::Error {
+            code,
+            detail,
+            reference,
+            issues,
+        }
+    }
+
     /// An `Invalid` error with a single issue.
     pub fn invalid(at: impl Into<String>, reason: impl Into<String>) -> Self {
         let issue = Issue::new(at, reason);

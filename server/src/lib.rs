@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod node_lock;
 pub mod openapi;
 pub mod orgs;
 pub mod policy;
@@ -87,17 +88,37 @@ pub struct AppState {
     pub ledger: alerts::LedgerWriter,
     /// The single writer of roll-call answers (batched, acknowledged after commit).
     pub answers: rollcall::AnswerWriter,
+    /// The writer of the location-access log for live feeds (batched, never dropping).
+    pub access_log: positions::access_log::AccessLogWriter,
     /// Cancelled when the server begins to shut down; long-lived tasks (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// Every background task the server started (writers, sweepers), and the signal that
+    /// tells the writers to commit what they hold and end; `serve` waits for all of them.
+    pub background: Background,
     /// The web-push sender (VAPID-signed, encrypted, bounded in flight).
     pub push: push::Pusher,
     /// The SMS gateway chosen by `sms_provider` (possibly none).
     pub sms: sms::Sms,
 }
 
+/// The server's background tasks: `serve` joins every one before it returns.
+#[derive(Clone, Debug, Default)]
+pub struct Background {
+    /// Every task started.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled after the last request and socket have finished: writers then refuse new work,
+    /// commit what is queued and end. (Sweepers stop earlier, at `AppState::shutdown`.)
+    pub stop: CancellationToken,
+}
+
 /// Opens the database, applies migrations and loads (or makes) the keys.
 pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
-    let db = Db::connect(&settings.database_url, settings.db_max_connections).await?;
+    let db = Db::connect_with(
+        &settings.database_url,
+        settings.db_max_connections,
+        settings.sqlite_synchronous,
+    )
+    .await?;
     db.migrate().await?;
     let keys = Keys::load_or_create(&db).await?;
     let pusher = push::Pusher::new(&settings, &keys.vapid)?;
@@ -113,6 +134,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     );
     let tracker = Arc::new(std::sync::RwLock::new(tracker));
     let hub = Arc::new(live::Hub::default());
+    let background = Background::default();
     let state = AppState {
         positions: positions::PositionWriter::spawn(
             db.clone(),
@@ -120,8 +142,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
             hub.clone(),
             Duration::from_millis(settings.position_flush_ms),
         ),
-        ledger: alerts::LedgerWriter::spawn(db.clone(), hub.clone()),
-        answers: rollcall::AnswerWriter::spawn(db.clone(), hub.clone()),
+        ledger: alerts::LedgerWriter::spawn(db.clone(), hub.clone(), &background),
+        access_log: positions::access_log::AccessLogWriter::spawn(db.clone(), &background),
+        answers: rollcall::AnswerWriter::spawn(
+            db.clone(),
+            hub.clone(),
+            tracker.clone(),
+            &background,
+        ),
         hub,
         tracker,
         db,
@@ -129,6 +157,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         keys: Arc::new(keys),
         metrics: Arc::new(Metrics::default()),
         shutdown: CancellationToken::new(),
+        background,
         push: pusher,
         sms: sms_gateway,
     };
@@ -199,6 +228,7 @@ pub async fn serve(
     let token = state.shutdown.clone();
     let db = state.db.clone();
     let positions = state.positions.clone();
+    let background = state.background.clone();
     let app = router(state);
     let stopping = token.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -220,6 +250,19 @@ pub async fn serve(
     // Last positions are written behind: write the pending ones before the pool closes.
     if let Err(e) = positions.flush().await {
         tracing::error!(error = %e, "flushing last positions at shutdown");
+    }
+    // Writers commit what they hold and end; sweepers saw `shutdown` already. Every task is
+    // joined before the pools close, so nothing acknowledged is left half-written.
+    background.stop.cancel();
+    background.tasks.close();
+    if tokio::time::timeout(grace, background.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = background.tasks.len(),
+            "background tasks still running after the grace period"
+        );
     }
     db.close().await;
     Ok(())

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use vigil_protocol::{ServerMessage, Topic};
 
 use crate::db::{Db, Timestamp, now_ms};
 use crate::in_tx;
@@ -40,17 +41,7 @@ impl StoredMessage {
     /// The message as sent on the socket. The payload is stored JSON and is spliced in as it
     /// is: an alert to 50,000 people must not be parsed 50,000 times.
     pub fn to_wire(&self) -> String {
-        let kind = serde_json::Value::from(self.kind.as_str());
-        let at = serde_json::Value::from(self.created_at.to_rfc3339());
-        let payload = if self.payload.is_empty() {
-            "null"
-        } else {
-            &self.payload
-        };
-        format!(
-            r#"{{"type":"message","seq":{},"kind":{kind},"at":{at},"payload":{payload}}}"#,
-            self.seq
-        )
+        vigil_protocol::stream::write_message(self.seq, &self.kind, self.created_at, &self.payload)
     }
 }
 
@@ -59,35 +50,81 @@ impl StoredMessage {
 pub enum Outbound {
     /// A stored message for the connection's person.
     Message(Arc<StoredMessage>),
-    /// A live event for an operator; `about_user` names the person whose location it carries.
+    /// A live event; `about_user` names the person whose location it carries (for the
+    /// location-access log).
     Event {
         /// The person located by the event, for the location-access log.
         about_user: Option<i64>,
         /// The event, serialised once for every watcher.
         json: Arc<str>,
     },
+    /// The person's session or roles changed (logout, deactivation, a role removed): the
+    /// connection re-reads them at once and closes, or drops feeds, as they now allow.
+    Recheck,
 }
 
+/// One connection: its queue and every subscription it holds. It is the only place that holds
+/// the queue's sender, so removing it (in [`Inner::remove`], the one place that does) is what
+/// closes the queue, and the connection then closes with 4008 and the client resumes.
 #[derive(Debug)]
 struct Conn {
-    id: u64,
-    tx: mpsc::Sender<Outbound>,
-}
-
-#[derive(Debug)]
-struct Watcher {
-    /// `None`: every organisation (oversight).
-    org: Option<i64>,
+    user_id: i64,
     tx: mpsc::Sender<Outbound>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
-    by_user: HashMap<i64, Vec<Conn>>,
-    watchers: HashMap<u64, Watcher>,
-    /// Connections following alert delivery counts of an organisation (`None`: all).
-    alert_watchers: HashMap<u64, Watcher>,
+    conns: HashMap<u64, Conn>,
+    /// Connection ids per person.
+    by_user: HashMap<i64, Vec<u64>>,
+    /// Connections following a topic, with the organisation followed (`None`: all). Ids only:
+    /// the sender stays in `conns`.
+    topics: HashMap<Topic, HashMap<u64, Option<i64>>>,
+}
+
+impl Inner {
+    /// Removes a connection and every subscription it holds.
+    fn remove(&mut self, id: u64) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(ids) = self.by_user.get_mut(&conn.user_id) {
+            ids.retain(|c| *c != id);
+            if ids.is_empty() {
+                self.by_user.remove(&conn.user_id);
+            }
+        }
+        for watchers in self.topics.values_mut() {
+            watchers.remove(&id);
+        }
+    }
+
+    /// Cuts a connection whose queue is full.
+    fn cut(&mut self, id: u64, why: &'static str) {
+        tracing::info!(conn = id, why, "connection too slow; cut off to resume later");
+        self.remove(id);
+    }
+
+    /// Hands `out` to every connection of `user_id`; a full queue cuts that connection.
+    /// Returns how many took it.
+    fn deliver(&mut self, user_id: i64, out: &Outbound) -> usize {
+        let Some(ids) = self.by_user.get(&user_id) else {
+            return 0;
+        };
+        let mut full = Vec::new();
+        let mut took = 0;
+        for id in ids {
+            match self.conns.get(id).map(|c| c.tx.try_send(out.clone())) {
+                Some(Ok(())) => took += 1,
+                _ => full.push(*id),
+            }
+        }
+        for id in full {
+            self.cut(id, "person's queue full");
+        }
+        took
+    }
 }
 
 /// The registry of live connections on this node.
@@ -96,26 +133,17 @@ pub struct Hub {
     inner: Mutex<Inner>,
 }
 
-/// A connection's place in the hub; dropping it removes the connection.
+/// A connection's place in the hub; dropping it removes the connection and its subscriptions.
 #[derive(Debug)]
 pub struct Registration {
     hub: Arc<Hub>,
-    user_id: i64,
     /// Connection id, unique on this node.
     pub id: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut inner = self.hub.lock();
-        if let Some(conns) = inner.by_user.get_mut(&self.user_id) {
-            conns.retain(|c| c.id != self.id);
-            if conns.is_empty() {
-                inner.by_user.remove(&self.user_id);
-            }
-        }
-        inner.watchers.remove(&self.id);
-        inner.alert_watchers.remove(&self.id);
+        self.hub.lock().remove(self.id);
     }
 }
 
@@ -131,31 +159,32 @@ impl Hub {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
-        inner
-            .by_user
-            .entry(user_id)
-            .or_default()
-            .push(Conn { id, tx });
+        inner.conns.insert(id, Conn { user_id, tx });
+        inner.by_user.entry(user_id).or_default().push(id);
         (
             Registration {
                 hub: self.clone(),
-                user_id,
                 id,
             },
             rx,
         )
     }
 
-    /// Makes a registered connection also receive live events of `org` (`None`: all).
-    pub fn watch(&self, reg: &Registration, org: Option<i64>) {
+    /// Makes a registered connection follow `topic` of `org` (`None`: every organisation);
+    /// false if the connection was cut meanwhile.
+    pub fn watch(&self, reg: &Registration, topic: Topic, org: Option<i64>) -> bool {
         let mut inner = self.lock();
-        let tx = inner
-            .by_user
-            .get(&reg.user_id)
-            .and_then(|conns| conns.iter().find(|c| c.id == reg.id))
-            .map(|c| c.tx.clone());
-        if let Some(tx) = tx {
-            inner.watchers.insert(reg.id, Watcher { org, tx });
+        if !inner.conns.contains_key(&reg.id) {
+            return false;
+        }
+        inner.topics.entry(topic).or_default().insert(reg.id, org);
+        true
+    }
+
+    /// Stops a registered connection following `topic`.
+    pub fn unwatch(&self, reg: &Registration, topic: Topic) {
+        if let Some(watchers) = self.lock().topics.get_mut(&topic) {
+            watchers.remove(&reg.id);
         }
     }
 
@@ -173,15 +202,17 @@ impl Hub {
     }
 
     /// Sends a live event (not stored, not numbered: chat receipts, typing) to every connection
-    /// of a person on this node; returns how many took it. A full queue skips the event rather
-    /// than cutting the connection: what it says can be read again (receipts) or is moot soon.
-    pub fn notify(&self, user_id: i64, json: &Arc<str>) -> usize {
+    /// of these people on this node; returns how many took it. A full queue skips the event
+    /// rather than cutting the connection: what it says can be read again (receipts) or is moot
+    /// soon.
+    pub fn notify(&self, users: &[i64], event: &ServerMessage) -> usize {
         let inner = self.lock();
-        let Some(conns) = inner.by_user.get(&user_id) else {
-            return 0;
-        };
-        conns
+        let json: Arc<str> = event.to_json().into();
+        users
             .iter()
+            .filter_map(|u| inner.by_user.get(u))
+            .flatten()
+            .filter_map(|id| inner.conns.get(id))
             .filter(|c| {
                 let event = Outbound::Event {
                     about_user: None,
@@ -195,30 +226,7 @@ impl Hub {
     /// Pushes a stored message to every connection of its person, cutting off any that lag;
     /// returns how many connections took it.
     pub fn deliver(&self, user_id: i64, msg: Arc<StoredMessage>) -> usize {
-        let mut inner = self.lock();
-        let Inner {
-            by_user,
-            watchers,
-            alert_watchers,
-            ..
-        } = &mut *inner;
-        let Some(conns) = by_user.get_mut(&user_id) else {
-            return 0;
-        };
-        conns.retain(|c| match c.tx.try_send(Outbound::Message(msg.clone())) {
-            Ok(()) => true,
-            Err(_) => {
-                tracing::info!(
-                    user_id,
-                    conn = c.id,
-                    "connection too slow; cut off to resume later"
-                );
-                watchers.remove(&c.id);
-                alert_watchers.remove(&c.id);
-                false
-            }
-        });
-        conns.len()
+        self.lock().deliver(user_id, &Outbound::Message(msg))
     }
 
     /// Pushes one stored message per person (`(person, seq)`, same kind and payload) to their
@@ -239,30 +247,38 @@ impl Hub {
             .collect()
     }
 
-    /// Makes a registered connection also receive alert delivery counts of `org` (`None`: all).
-    pub fn watch_alerts(&self, reg: &Registration, org: Option<i64>) {
+    /// Tells every connection of a person on this node to re-read their session and roles now
+    /// (after a logout, a deactivation or a role change). A connection too slow to take it is
+    /// cut, which is as safe: it must authenticate again to come back.
+    pub fn recheck(&self, user_id: i64) {
+        self.lock().deliver(user_id, &Outbound::Recheck);
+    }
+
+    /// Like [`recheck`](Self::recheck), for every connection on this node (a change that may
+    /// concern anyone, such as a deactivated organisation).
+    pub fn recheck_all(&self) {
         let mut inner = self.lock();
-        let tx = inner
-            .by_user
-            .get(&reg.user_id)
-            .and_then(|conns| conns.iter().find(|c| c.id == reg.id))
-            .map(|c| c.tx.clone());
-        if let Some(tx) = tx {
-            inner.alert_watchers.insert(reg.id, Watcher { org, tx });
+        let users: Vec<i64> = inner.by_user.keys().copied().collect();
+        for user in users {
+            inner.deliver(user, &Outbound::Recheck);
         }
     }
 
-    /// Sends an alert's delivery counts to the connections following `org`'s alerts. A watcher
-    /// too slow for these is skipped, not cut: the next update supersedes this one.
-    pub fn publish_alert_event(&self, org: i64, event: &serde_json::Value) {
+    /// Sends an operations update (alert counts, a roll-call board) to the connections
+    /// following `org`'s operations. A watcher too slow for it is skipped, not cut: the next
+    /// update supersedes this one.
+    pub fn publish_operations(&self, org: i64, update: &ServerMessage) {
         let inner = self.lock();
-        if inner.alert_watchers.is_empty() {
+        let Some(watchers) = inner.topics.get(&Topic::Operations).filter(|w| !w.is_empty())
+        else {
             return;
-        }
-        let json: Arc<str> = event.to_string().into();
-        for w in inner.alert_watchers.values() {
-            if w.org.is_none_or(|o| o == org) {
-                let _ = w.tx.try_send(Outbound::Event {
+        };
+        let json: Arc<str> = update.to_json().into();
+        for (id, followed) in watchers {
+            if followed.is_none_or(|o| o == org)
+                && let Some(conn) = inner.conns.get(id)
+            {
+                let _ = conn.tx.try_send(Outbound::Event {
                     about_user: None,
                     json: json.clone(),
                 });
@@ -274,71 +290,116 @@ impl Hub {
     /// then: at tens of thousands of fixes a second, a JSON value per fix for nobody adds up).
     pub fn watched(&self, org: i64) -> bool {
         self.lock()
-            .watchers
-            .values()
-            .any(|w| w.org.is_none_or(|o| o == org))
+            .topics
+            .get(&Topic::Positions)
+            .is_some_and(|w| w.values().any(|o| o.is_none_or(|o| o == org)))
     }
 
-    /// Sends a live event to the operators watching `org`.
-    pub fn publish(&self, org: i64, about_user: Option<i64>, event: &serde_json::Value) {
+    /// Sends a live position or geofence event to the operators watching `org`; a watcher
+    /// whose queue is full is cut (it reloads the picture when it reconnects).
+    pub fn publish_position(&self, org: i64, about_user: Option<i64>, event: &ServerMessage) {
         let mut inner = self.lock();
-        if inner.watchers.is_empty() {
+        let Some(watchers) = inner.topics.get(&Topic::Positions).filter(|w| !w.is_empty())
+        else {
             return;
-        }
-        let json: Arc<str> = event.to_string().into();
-        let Inner {
-            by_user, watchers, ..
-        } = &mut *inner;
-        let mut cut = Vec::new();
-        for (id, w) in watchers.iter() {
-            if w.org.is_some_and(|o| o != org) {
+        };
+        let json: Arc<str> = event.to_json().into();
+        let mut full = Vec::new();
+        for (id, followed) in watchers {
+            if followed.is_some_and(|o| o != org) {
                 continue;
             }
             let out = Outbound::Event {
                 about_user,
                 json: json.clone(),
             };
-            if w.tx.try_send(out).is_err() {
-                cut.push(*id);
+            if inner.conns.get(id).is_none_or(|c| c.tx.try_send(out).is_err()) {
+                full.push(*id);
             }
         }
-        for id in cut {
-            tracing::info!(conn = id, "operator connection too slow; cut off");
-            watchers.remove(&id);
-            for conns in by_user.values_mut() {
-                conns.retain(|c| c.id != id);
-            }
+        for id in full {
+            inner.cut(id, "operator's queue full");
         }
     }
 }
 
-/// Stores one message of `kind` for every person in the sub-select `$set` (bound to `$bind`)
-/// with their next sequence numbers, returning `(person, seq)`. `$1` is the set's parameter.
-#[macro_export]
-macro_rules! store_messages_for_set {
-    ($tx:ident, $set:expr, $bind:expr, $kind:expr, $payload:expr, $now:expr) => {{
-        let bump = format!(
-            "UPDATE message_seqs SET seq = seq + 1 WHERE user_id IN ({}) RETURNING user_id, seq",
-            $set
-        );
-        let seqs: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(bump))
-            .bind($bind)
-            .fetch_all(&mut *$tx)
-            .await?;
-        let insert = format!(
-            "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
-             SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({})",
-            $set
-        );
-        sqlx::query(sqlx::AssertSqlSafe(insert))
-            .bind($bind)
-            .bind($kind)
-            .bind($payload)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
-        seqs
-    }};
+/// A set of people chosen by a sub-select of `user_id`s, whose one parameter is `$1`.
+#[derive(Debug, Clone)]
+pub struct PersonSet {
+    select: String,
+    param: SetParam,
+}
+
+/// The value bound to a [`PersonSet`]'s `$1`.
+#[derive(Debug, Clone)]
+pub enum SetParam {
+    /// An id (an alert's, a roll-call's).
+    Int(i64),
+    /// Text, such as a JSON array of ids (see [`Db::json_ints`]).
+    Text(String),
+}
+
+impl PersonSet {
+    /// The people `select` returns (one `user_id` column) with `$1` bound to `param`.
+    pub fn new(select: impl Into<String>, param: SetParam) -> Self {
+        Self {
+            select: select.into(),
+            param,
+        }
+    }
+}
+
+/// Stores one message of `kind` for every person in `set`, each with their next sequence
+/// number, inside the caller's transaction; returns `(person, seq)`. Two statements whatever
+/// the number of people.
+pub async fn store_for_set<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    set: &PersonSet,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    fn bind<'q, DB, O>(
+        q: sqlx::query::QueryAs<'q, DB, O, DB::Arguments>,
+        p: &SetParam,
+    ) -> sqlx::query::QueryAs<'q, DB, O, DB::Arguments>
+    where
+        DB: sqlx::Database,
+        for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        match p {
+            SetParam::Int(v) => q.bind(*v),
+            SetParam::Text(v) => q.bind(v.clone()),
+        }
+    }
+    let bump = format!(
+        "UPDATE message_seqs SET seq = seq + 1 WHERE user_id IN ({}) RETURNING user_id, seq",
+        set.select
+    );
+    let seqs: Vec<(i64, i64)> = bind(sqlx::query_as(sqlx::AssertSqlSafe(bump)), &set.param)
+        .fetch_all(&mut **tx)
+        .await?;
+    let insert = format!(
+        "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
+         SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({}) RETURNING user_id, seq",
+        set.select
+    );
+    let _: Vec<(i64, i64)> = bind(sqlx::query_as(sqlx::AssertSqlSafe(insert)), &set.param)
+        .bind(kind.to_string())
+        .bind(payload.to_string())
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(seqs)
 }
 
 /// A message to store and push to one person.
@@ -446,4 +507,66 @@ pub async fn messages_after(
         .bind(user_id).bind(after).bind(limit).fetch_all(pool).await)?;
     crate::alerts::store::expand(db, &mut messages).await?;
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position_event() -> ServerMessage {
+        ServerMessage::Event(vigil_protocol::LiveEvent::Position(
+            vigil_protocol::PositionEvent {
+                subject: vigil_protocol::SubjectKind::User,
+                id: 7,
+                org_id: 1,
+                lat: 0.5,
+                lon: 10.5,
+                accuracy_m: None,
+                recorded_at: Timestamp(0),
+            },
+        ))
+    }
+
+    /// The defect this guards against: a console following both feeds, cut for lagging on
+    /// positions, kept its queue open through its operations subscription, so it was never
+    /// told to reconnect and silently stopped receiving live SOS messages.
+    #[tokio::test]
+    async fn a_console_cut_for_lagging_on_one_feed_is_cut_from_all_and_told_to_resume() {
+        let hub = Arc::new(Hub::default());
+        let (console, mut queue) = hub.register(42);
+        assert!(hub.watch(&console, Topic::Positions, Some(1)));
+        assert!(hub.watch(&console, Topic::Operations, Some(1)));
+        for _ in 0..=QUEUE_DEPTH {
+            hub.publish_position(1, Some(7), &position_event());
+        }
+        assert_eq!(hub.connections_of(42), 0, "cut from the person's connections");
+        assert!(!hub.watched(1), "cut from the positions feed");
+        hub.publish_operations(
+            1,
+            &ServerMessage::AlertProgress {
+                alert_id: 1,
+                counts: Default::default(),
+            },
+        );
+        let mut drained = 0;
+        while let Some(out) = queue.recv().await {
+            assert!(matches!(out, Outbound::Event { .. }));
+            drained += 1;
+        }
+        // `recv` ending is what makes the connection close with 4008 and the client resume.
+        assert_eq!(drained, QUEUE_DEPTH, "nothing reached it after the cut");
+        assert!(!hub.watch(&console, Topic::Operations, None), "a cut connection cannot resubscribe");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_reaches_every_connection_of_the_person() {
+        let hub = Arc::new(Hub::default());
+        let (_phone, mut phone_queue) = hub.register(7);
+        let (_console, mut console_queue) = hub.register(7);
+        let (_other, mut other_queue) = hub.register(8);
+        hub.recheck(7);
+        assert!(matches!(phone_queue.try_recv(), Ok(Outbound::Recheck)));
+        assert!(matches!(console_queue.try_recv(), Ok(Outbound::Recheck)));
+        assert!(other_queue.try_recv().is_err(), "someone else's sockets are left alone");
+    }
 }

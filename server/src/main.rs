@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use vigil_server::config::{LogFormat, Settings};
 use vigil_server::demo::{DemoInfo, seed};
+use vigil_server::node_lock::NodeLock;
 use vigil_server::policy::Role;
 use vigil_server::users::NewPerson;
 
@@ -164,8 +165,17 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     tracing::info!(?settings, "starting");
-    let stop = shutdown_signal();
+    let signal = shutdown_signal();
     let bind = settings.bind;
+    // Before anything is migrated or replayed: a second server on this database stops here.
+    let lock = NodeLock::acquire(&settings.database_url, &node_description(bind)).await?;
+    let lost = lock.lost();
+    let stop = async move {
+        tokio::select! {
+            () = signal => {}
+            () = lost => {}
+        }
+    };
     let state = vigil_server::start(settings).await?;
     let listener = TcpListener::bind(bind)
         .await
@@ -183,7 +193,28 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         let _ = print_demo_banner(&url, &info);
     }
     tracing::info!(%url, "listening");
-    vigil_server::serve(state, listener, stop).await
+    let served = vigil_server::serve(state, listener, stop).await;
+    let lost = lock.is_lost();
+    lock.release().await;
+    served?;
+    if lost {
+        anyhow::bail!(
+            "stopped: another Vigil server took over this database while this one had lost its connection"
+        );
+    }
+    Ok(())
+}
+
+/// How this server appears to the next one refused on its database.
+fn node_description(bind: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let pid = std::process::id();
+    if host.is_empty() {
+        format!("vigil {bind} pid {pid}")
+    } else {
+        format!("vigil {host} {bind} pid {pid}")
+    }
 }
 
 fn print_demo_banner(url: &str, info: &DemoInfo) -> std::io::Result<()> {

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::db::{Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Json, Path, is_unique_violation};
-use crate::policy::{Action, Actor, Role, authorize};
+use crate::policy::{Action, Actor, authorize};
 use crate::{AppState, in_tx, on_reader};
 
 /// An organisation.
@@ -45,7 +45,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/organisations", tag = "organisations", security(("bearer" = [])),
     responses((status = 200, body = [Organisation])))]
 async fn list(State(state): State<AppState>, actor: Actor) -> AppResult<Json<Vec<Organisation>>> {
-    let all = actor.system_admin || actor.has(Role::Oversight);
+    let all = authorize(&actor, Action::ListOrganisations).is_ok();
     let rows = on_reader!(&state.db, pool => sqlx::query_as(
         "SELECT id, name, short_name, created_at FROM organisations WHERE $1 OR id = $2 ORDER BY name")
         .bind(all).bind(actor.org_id).fetch_all(pool).await?);

@@ -16,12 +16,21 @@
 //!   organisation: country outlines) belong to system admins; everyone signed in may read areas,
 //!   because location-less staff choose the areas they follow;
 //! - operators and org admins manage their own organisation's assets and issue and revoke its
-//!   device credentials; advisers also see its assets.
+//!   device credentials; advisers also see its assets;
+//! - each WebSocket [`Topic`] has an action of its own: the positions feed is seen by
+//!   whoever sees the positions, the operations feed (alert delivery counts and roll-call boards)
+//!   by whoever sees both the alerts and the roll-calls.
+//!
+//! Queries that find people by role (who receives an SOS, who takes part in an SOS chat without
+//! being listed) take their role sets from [`RoleReach`], which is read off [`authorize`] itself,
+//! so the SQL cannot drift from the rules here.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use vigil_protocol::Topic;
 
 use crate::error::AppError;
 
@@ -270,6 +279,31 @@ pub enum Action {
         /// The organisation.
         org_id: i64,
     },
+    /// List every organisation, not just one's own.
+    ListOrganisations,
+    /// Follow the WebSocket positions feed: live positions and geofence events of an
+    /// organisation's people and assets (`None`: every organisation).
+    WatchPositions {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
+    /// Follow the WebSocket operations feed: delivery counts of an organisation's alerts and
+    /// its live roll-call boards (`None`: every organisation).
+    WatchOperations {
+        /// The organisation, or `None` for all.
+        org_id: Option<i64>,
+    },
+}
+
+impl Action {
+    /// Following the WebSocket `topic` of `org_id` (`None`: every organisation): each topic is
+    /// an action of its own, never one borrowed from a REST read.
+    pub fn watch(topic: Topic, org_id: Option<i64>) -> Action {
+        match topic {
+            Topic::Positions => Action::WatchPositions { org_id },
+            Topic::Operations => Action::WatchOperations { org_id },
+        }
+    }
 }
 
 /// Why an action was refused.
@@ -302,12 +336,21 @@ pub fn listing_scope(
 
 /// Decides whether `actor` may perform `action`.
 pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
+    if allows(actor, action) {
+        Ok(())
+    } else {
+        Err(Denied(reason(action)))
+    }
+}
+
+fn allows(actor: &Actor, action: Action) -> bool {
     use Action::*;
     if actor.system_admin {
-        return Ok(());
+        return true;
     }
-    let allowed = match action {
+    match action {
         CreateOrganisation | ManageDutyStations | GrantBroadcast => false,
+        ListOrganisations => actor.oversees(),
         ViewOrganisation { org_id } => actor.org_id == org_id || actor.oversees(),
         ListPersonnel { .. } | ViewOrgReports { .. } if actor.oversees() => true,
         ListPersonnel { org_id } => {
@@ -392,11 +435,12 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
             actor.org_id == org_id && actor.has_any(&[Role::Operator, Role::Adviser])
         }
         ListConversations { .. } => actor.oversees(),
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(Denied(reason(action)))
+        // A feed carries what the REST reads show, live: it is allowed to whoever may make
+        // every read it carries.
+        WatchPositions { org_id } => allows(actor, ViewPositions { org_id }),
+        WatchOperations { org_id } => {
+            allows(actor, ViewAlerts { org_id }) && allows(actor, ViewRollcalls { org_id })
+        }
     }
 }
 
@@ -485,7 +529,107 @@ fn reason(action: Action) -> &'static str {
         ListConversations { .. } => {
             "listing every conversation of an organisation needs the oversight role"
         }
+        ListOrganisations => "listing every organisation needs the oversight role",
+        WatchPositions { org_id: None } => {
+            "following every organisation's live positions needs the oversight role"
+        }
+        WatchPositions { .. } => {
+            "live positions are followed by the operator, adviser or org_admin roles of that organisation"
+        }
+        WatchOperations { org_id: None } => {
+            "following every organisation's operations needs the oversight role"
+        }
+        WatchOperations { .. } => {
+            "an organisation's operations (alert delivery, roll-call boards) are followed by whoever sees both its alerts and its roll-calls"
+        }
     }
+}
+
+/// The roles that reach something of an organisation by role alone, without being listed or
+/// named: within that organisation, and in every organisation. Read off [`authorize`] by
+/// asking it about one-role actors, so a query that binds these sets says what the policy
+/// says. System admins are not a role: they may act anywhere but are found by no role set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleReach {
+    /// Roles that reach it in their own organisation.
+    pub own_org: Vec<Role>,
+    /// Roles that reach it in every organisation.
+    pub every_org: Vec<Role>,
+}
+
+impl RoleReach {
+    /// The reach of `action`, an action on the organisation it is given.
+    pub fn of(action: impl Fn(i64) -> Action) -> RoleReach {
+        // Ids no real organisation or person has: the probes are nobody in particular.
+        const HOME: i64 = -1;
+        const ELSEWHERE: i64 = -2;
+        let allowed = |role: Role, org_id: i64| {
+            let probe = Actor {
+                user_id: i64::MIN,
+                org_id,
+                roles: vec![role],
+                system_admin: false,
+            };
+            allows(&probe, action(HOME))
+        };
+        RoleReach {
+            own_org: Role::ALL
+                .into_iter()
+                .filter(|r| allowed(*r, HOME))
+                .collect(),
+            every_org: Role::ALL
+                .into_iter()
+                .filter(|r| allowed(*r, ELSEWHERE))
+                .collect(),
+        }
+    }
+
+    /// Whether `actor`'s roles (not a system admin's standing) reach it in `org_id`.
+    pub fn reaches(&self, actor: &Actor, org_id: i64) -> bool {
+        actor.has_any(&self.every_org) || (actor.org_id == org_id && actor.has_any(&self.own_org))
+    }
+
+    /// Whether `actor`'s roles reach it in every organisation.
+    pub fn reaches_every_org(&self, actor: &Actor) -> bool {
+        actor.has_any(&self.every_org)
+    }
+
+    /// [`Self::own_org`] as a JSON array of role names, to bind into SQL.
+    pub fn own_org_json(&self) -> String {
+        role_names_json(&self.own_org)
+    }
+
+    /// [`Self::every_org`] as a JSON array of role names, to bind into SQL.
+    pub fn every_org_json(&self) -> String {
+        role_names_json(&self.every_org)
+    }
+}
+
+fn role_names_json(roles: &[Role]) -> String {
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+}
+
+/// The roles that receive an organisation's SOS cases as they open and change: those that
+/// may see its cases (the operations room, oversight).
+pub fn sos_receivers() -> &'static RoleReach {
+    static REACH: LazyLock<RoleReach> =
+        LazyLock::new(|| RoleReach::of(|org| Action::ViewSos { org_id: Some(org) }));
+    &REACH
+}
+
+/// The roles that take part in an organisation's SOS chats without being listed: those that
+/// may write in them unlisted (its operators). They get its messages and are shown among its
+/// participants.
+pub fn sos_chat_participants() -> &'static RoleReach {
+    static REACH: LazyLock<RoleReach> = LazyLock::new(|| {
+        RoleReach::of(|org| Action::WriteConversation {
+            org_id: org,
+            sos: true,
+            member: false,
+        })
+    });
+    &REACH
 }
 
 #[cfg(test)]
@@ -586,6 +730,91 @@ mod tests {
         assert!(authorize(&o, Action::ManageDevices { org_id: 2 }).is_err());
         let s = actor(1, &[Role::Staff]);
         assert!(authorize(&s, Action::ViewAssets { org_id: 1 }).is_err());
+    }
+
+    #[test]
+    fn the_role_sets_queries_bind_are_the_policys() {
+        assert_eq!(
+            *sos_receivers(),
+            RoleReach {
+                own_org: vec![Role::Operator, Role::Oversight],
+                every_org: vec![Role::Oversight],
+            }
+        );
+        assert_eq!(
+            *sos_chat_participants(),
+            RoleReach {
+                own_org: vec![Role::Operator],
+                every_org: vec![],
+            }
+        );
+    }
+
+    /// Queries find people holding any one role of a set; that equals the policy only while
+    /// no rule needs two roles together. Checked for every combination of roles.
+    #[test]
+    fn a_role_set_reaches_exactly_who_the_policy_allows_whatever_roles_they_combine() {
+        let reaches: [(&str, &RoleReach, fn(i64) -> Action); 2] = [
+            ("sos receivers", sos_receivers(), |org| Action::ViewSos {
+                org_id: Some(org),
+            }),
+            ("sos chat participants", sos_chat_participants(), |org| {
+                Action::WriteConversation {
+                    org_id: org,
+                    sos: true,
+                    member: false,
+                }
+            }),
+        ];
+        for (name, reach, action) in reaches {
+            for mask in 0u32..(1 << Role::ALL.len()) {
+                let roles: Vec<Role> = Role::ALL
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, r)| r)
+                    .collect();
+                for home in [1, 2] {
+                    let a = actor(home, &roles);
+                    assert_eq!(
+                        reach.reaches(&a, 1),
+                        authorize(&a, action(1)).is_ok(),
+                        "{name}: {roles:?} of organisation {home}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_topic_has_its_own_action_and_needs_every_read_it_carries() {
+        for roles in [
+            vec![],
+            vec![Role::Staff],
+            vec![Role::Operator],
+            vec![Role::Adviser],
+            vec![Role::OrgAdmin],
+            vec![Role::Oversight],
+        ] {
+            for org in [Some(1), Some(2), None] {
+                let a = actor(1, &roles);
+                let may = |action| authorize(&a, action).is_ok();
+                for topic in Topic::ALL {
+                    let reads = match topic {
+                        Topic::Positions => may(Action::ViewPositions { org_id: org }),
+                        Topic::Operations => {
+                            may(Action::ViewAlerts { org_id: org })
+                                && may(Action::ViewRollcalls { org_id: org })
+                        }
+                    };
+                    assert_eq!(
+                        may(Action::watch(topic, org)),
+                        reads,
+                        "{topic:?} {roles:?} {org:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

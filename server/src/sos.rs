@@ -1,6 +1,6 @@
 //! SOS: a person in danger presses one button and the operations room has a case within a
-//! second — every operator of their organisation and every oversight officer gets it as a
-//! stored message (so a console that reconnects still gets it), with the position attached.
+//! second — every operator of their organisation and every oversight officer (the roles
+//! [`crate::policy::sos_receivers`] names) gets it as a stored message (so a console that reconnects still gets it), with the position attached.
 //!
 //! - In tracking mode the case carries the person's last known position (and the fix the phone
 //!   sends with the press, which is fresher). In location-less mode the phone asks whether to
@@ -260,20 +260,36 @@ pub fn checked_position(p: &FixIn, now: i64) -> Vec<Issue> {
 /// Stores a timeline event and tells the operators (and, for updates, the person) in the same
 /// transaction as the change `$change` made to the case.
 macro_rules! record_and_notify {
-    ($tx:ident, $case:expr, $actor:expr, $kind:expr, $detail:expr, $msg_kind:expr, $now:expr) => {{
+    ($db:expr, $tx:ident, $case:expr, $actor:expr, $kind:expr, $detail:expr, $msg_kind:expr, $now:expr) => {{
+        let db: &Db = $db;
         let case: &SosCase = $case;
         sqlx::query("INSERT INTO sos_events (case_id, at, actor_id, kind, detail) VALUES ($1, $2, $3, $4, $5)")
             .bind(case.id).bind($now).bind($actor).bind($kind).bind($detail).execute(&mut *$tx).await?;
         let payload = json!({"case": case, "event": $kind, "actor_id": $actor}).to_string();
-        // Every operator of the organisation, every oversight officer, and the person.
-        let set = format!(
-            "SELECT u.id FROM users u WHERE u.active AND (u.id = $1 OR u.id IN (SELECT ur.user_id FROM user_roles ur \
-             JOIN users o ON o.id = ur.user_id WHERE (ur.role = 'operator' AND o.org_id = {}) OR ur.role = 'oversight'))",
-            case.org_id
-        );
-        let seqs = crate::store_messages_for_set!($tx, set, case.user_id, $msg_kind, &payload, $now);
+        let receivers = crate::policy::sos_receivers();
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(receivers_sql(db)))
+            .bind(case.user_id).bind(case.org_id).bind(receivers.own_org_json()).bind(receivers.every_org_json())
+            .fetch_all(&mut *$tx).await?;
+        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let set = crate::live::PersonSet::new(db.json_ints(1), crate::live::SetParam::Text(ids));
+        let seqs = crate::live::store_for_set(&mut $tx, &set, $msg_kind, &payload, $now).await?;
         (seqs, payload)
     }};
+}
+
+/// Who hears of a case of organisation `$2` opened by person `$1`: the person, and everyone
+/// active whom the policy's SOS receivers reach by role (`$3`: the roles within the
+/// organisation, `$4`: the roles in every organisation, JSON arrays of names). They are found
+/// from the role (a few people), never by walking the organisation: `CROSS JOIN` keeps SQLite
+/// to that order.
+fn receivers_sql(db: &Db) -> String {
+    format!(
+        "SELECT u.id FROM users u WHERE u.active AND (u.id = $1 OR u.id IN ( \
+           SELECT ur.user_id FROM user_roles ur CROSS JOIN users o WHERE ur.role IN ({}) AND o.id = ur.user_id AND o.org_id = $2 \
+           UNION SELECT ur.user_id FROM user_roles ur WHERE ur.role IN ({})))",
+        db.json_texts(3),
+        db.json_texts(4)
+    )
 }
 
 /// Cases the caller may see: an operator's organisation's, oversight's all, a person's own.
@@ -399,7 +415,7 @@ async fn press(
                     sqlx::query("UPDATE sos_cases SET lat = $2, lon = $3, accuracy_m = $4, position_at = $5, location_source = $6 WHERE id = $1")
                         .bind(id).bind(p.lat).bind(p.lon).bind(p.accuracy_m).bind(p.at.0).bind(&p.source).execute(&mut *tx).await?;
                 }
-                let out = record_and_notify!(tx, &case, Some(actor.user_id), "pressed_again", &detail, KIND_SOS_UPDATE, now);
+                let out = record_and_notify!(&state.db, tx, &case, Some(actor.user_id), "pressed_again", &detail, KIND_SOS_UPDATE, now);
                 tx.commit().await?;
                 out
             });
@@ -416,7 +432,7 @@ async fn press(
                     .fetch_one(&mut *tx).await?;
                 let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE c.id = $1"))).bind(id).fetch_one(&mut *tx).await?;
                 let case = SosCase::from(row);
-                let (seqs, payload) = record_and_notify!(tx, &case, Some(actor.user_id), "opened", &detail, KIND_SOS, now);
+                let (seqs, payload) = record_and_notify!(&state.db, tx, &case, Some(actor.user_id), "opened", &detail, KIND_SOS, now);
                 crate::audit::record(&mut *tx, Some(actor.user_id), Some(actor.org_id), "sos.open", &format!("sos:{id}"), "").await?;
                 tx.commit().await?;
                 (id, seqs, payload)
@@ -510,7 +526,7 @@ async fn operator_step(
         if changed == 1 {
             let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE c.id = $1"))).bind(id).fetch_one(&mut *tx).await?;
             let fresh = SosCase::from(row);
-            let out = record_and_notify!(tx, &fresh, Some(actor.user_id), event, &detail, KIND_SOS_UPDATE, now);
+            let out = record_and_notify!(&state.db, tx, &fresh, Some(actor.user_id), event, &detail, KIND_SOS_UPDATE, now);
             tx.commit().await?;
             Some(out)
         } else {

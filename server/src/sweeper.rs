@@ -14,7 +14,8 @@ where
     Fut: Future<Output = Result<usize, sqlx::Error>> + Send,
 {
     let state = state.clone();
-    tokio::spawn(async move {
+    let tasks = state.background.tasks.clone();
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

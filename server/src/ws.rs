@@ -3,44 +3,53 @@
 //! header), say the last sequence number seen, get what was missed in order, then live traffic;
 //! send positions; operators subscribe to their organisation's live positions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::alerts::Step;
+use crate::alerts::ledger::Receipt;
 use crate::auth::{Session, bearer_token, load_actor, verify_token};
 use crate::live::{Outbound, Registration, StoredMessage, messages_after};
-use crate::policy::{Action, Actor, Role, authorize};
-use crate::positions::{FixIn, Subject, accept, log_access, validate_fixes};
+use crate::policy::{Action, Actor, authorize, listing_scope};
+use crate::positions::{Subject, accept, validate_fixes};
+use vigil_protocol::{
+    AlertReceiptState, ClientMessage, ErrorCode, Fix, MAX_MESSAGE_BYTES, ServerMessage, Topic,
+    close,
+};
 
-/// Version of the message format; sent in `welcome`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Every this many heartbeats a socket re-reads its session and roles (about every ten minutes
+/// at the default 25 s), in case a revocation did not come through the hub.
+const RECHECK_EVERY: u64 = 24;
+
 /// How long a new connection has to authenticate.
-pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-/// Largest message a client may send.
-pub const MAX_MESSAGE: usize = 256 * 1024;
-
-/// Close codes beyond the standard ones.
-mod close {
-    pub const UNAUTHORIZED: u16 = 4001;
-    pub const TOO_SLOW: u16 = 4008;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL: u16 = 1002;
-    pub const SERVER_ERROR: u16 = 1011;
-}
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(vigil_protocol::HELLO_DEADLINE_SECS);
 
 /// The route (under `/api/v1`).
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(upgrade))
+    OpenApiRouter::new()
+        .routes(routes!(upgrade))
+        .routes(routes!(schema))
+}
+
+/// The JSON Schema of every WebSocket message in both directions (the `vigil-protocol` types).
+#[utoipa::path(get, path = "/ws/schema.json", tag = "live",
+    responses((status = 200, description = "JSON Schema (draft 2020-12) of the WebSocket messages", content_type = "application/schema+json")))]
+async fn schema() -> Response {
+    use axum::response::IntoResponse;
+    static SCHEMA: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| vigil_protocol::json_schema().to_string());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        SCHEMA.as_str(),
+    )
+        .into_response()
 }
 
 /// Open the WebSocket (see docs/PROTOCOL.md): send `hello` with a token first.
@@ -59,8 +68,8 @@ async fn upgrade(
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(512 * 1024)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let mut conn = Connection {
                 socket,
@@ -68,63 +77,12 @@ async fn upgrade(
                 last_sent: 0,
                 last_heard: Instant::now(),
                 logged: HashSet::new(),
-                watching: None,
-                watching_alerts: None,
+                subscribed: HashMap::new(),
+                heartbeats: 0,
                 typing: Default::default(),
             };
             conn.run(header_token).await;
         })
-}
-
-/// What a client sends.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMsg {
-    /// First message: credentials (unless sent as a header) and the last sequence number seen.
-    Hello {
-        token: Option<String>,
-        #[serde(default)]
-        last_seq: i64,
-    },
-    /// Application-level ping; answered with `pong`.
-    Ping {
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-    },
-    /// Fixes from the phone.
-    Position {
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-        fixes: Vec<FixIn>,
-    },
-    /// Operators: live positions and geofence events of an organisation (`None`: own, or all
-    /// for oversight); or, with topic `alerts`, delivery counts of its alerts.
-    Subscribe { topic: String, org_id: Option<i64> },
-    /// The device received, showed, or the person acknowledged an alert.
-    Receipt {
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-        alert_id: i64,
-        state: Step,
-    },
-    /// A chat message; answered by `chat_ack` once stored (see `crate::chat`).
-    ChatSend {
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-        conversation_id: i64,
-        client_id: String,
-        body: String,
-    },
-    /// A conversation's messages up to `seq` reached this device, or were read.
-    ChatReceipt {
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-        conversation_id: i64,
-        seq: i64,
-        state: crate::chat::ReceiptState,
-    },
-    /// The person is typing in a conversation (a live hint, never stored).
-    Typing { conversation_id: i64 },
 }
 
 struct Connection {
@@ -135,10 +93,11 @@ struct Connection {
     last_heard: Instant,
     /// People whose location this viewer has been sent on this connection (logged once each).
     logged: HashSet<i64>,
-    /// The organisation watched (`Some(None)`: all), re-authorised at every heartbeat.
-    watching: Option<Option<i64>>,
-    /// The organisation whose alert counts are followed, re-authorised likewise.
-    watching_alerts: Option<Option<i64>>,
+    /// The topics followed, with the organisation (`None`: all); re-authorised at every
+    /// recheck.
+    subscribed: HashMap<Topic, Option<i64>>,
+    /// Heartbeats so far (every [`RECHECK_EVERY`]th re-reads the session).
+    heartbeats: u64,
     /// When this connection last sent a typing hint, per conversation.
     typing: crate::chat::socket::TypingThrottle,
 }
@@ -149,13 +108,13 @@ enum Flow {
 }
 
 impl Connection {
-    async fn send_json(&mut self, value: serde_json::Value) -> Flow {
-        self.send_text(value.to_string()).await
+    async fn send(&mut self, msg: ServerMessage) -> Flow {
+        self.send_text(msg.to_json()).await
     }
 
-    async fn reply(&mut self, reply: Option<serde_json::Value>) -> Flow {
+    async fn reply(&mut self, reply: Option<ServerMessage>) -> Flow {
         match reply {
-            Some(v) => self.send_json(v).await,
+            Some(m) => self.send(m).await,
             None => Flow::Continue,
         }
     }
@@ -167,8 +126,8 @@ impl Connection {
         }
     }
 
-    async fn error(&mut self, code: &str, detail: String, reference: Option<String>) -> Flow {
-        self.send_json(json!({"type": "error", "code": code, "detail": detail, "ref": reference}))
+    async fn error(&mut self, code: ErrorCode, detail: String, reference: Option<String>) -> Flow {
+        self.send(ServerMessage::error(code, detail, reference))
             .await
     }
 
@@ -193,15 +152,19 @@ impl Connection {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "ws: reading sequence");
-                self.close(1011, "server error").await;
+                self.close(close::SERVER_ERROR, "server error").await;
                 return;
             }
         };
-        let welcome = json!({
-            "type": "welcome", "v": PROTOCOL_VERSION, "user_id": actor.user_id, "org_id": actor.org_id,
-            "roles": actor.roles, "last_seq": current, "heartbeat_secs": self.state.settings.ws_heartbeat_secs.max(1),
-        });
-        if let Flow::Stop = self.send_json(welcome).await {
+        let welcome = ServerMessage::Welcome {
+            v: vigil_protocol::VERSION,
+            user_id: actor.user_id,
+            org_id: actor.org_id,
+            roles: actor.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            last_seq: current,
+            heartbeat_secs: self.state.settings.ws_heartbeat_secs.max(1),
+        };
+        if let Flow::Stop = self.send(welcome).await {
             return;
         }
         // Registered before replaying, so nothing stored meanwhile can slip between the two;
@@ -233,12 +196,12 @@ impl Connection {
                 return None;
             }
         };
-        let (token, last_seq) = match serde_json::from_str::<ClientMsg>(&text) {
-            Ok(ClientMsg::Hello { token, last_seq }) => (token.or(header_token), last_seq),
+        let (token, last_seq) = match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Hello { token, last_seq }) => (token.or(header_token), last_seq),
             Ok(_) => {
                 let _ = self
                     .error(
-                        "hello_expected",
+                        ErrorCode::HelloExpected,
                         "the first message must be hello".into(),
                         None,
                     )
@@ -248,7 +211,7 @@ impl Connection {
             }
             Err(e) => {
                 let _ = self
-                    .error("bad_message", format!("unreadable hello: {e}"), None)
+                    .error(ErrorCode::BadMessage, format!("unreadable hello: {e}"), None)
                     .await;
                 self.close(close::PROTOCOL, "hello expected").await;
                 return None;
@@ -257,7 +220,7 @@ impl Connection {
         let Some(token) = token else {
             let _ = self
                 .error(
-                    "unauthorized",
+                    ErrorCode::Unauthorized,
                     "hello carries no token and no Authorization header was sent".into(),
                     None,
                 )
@@ -277,7 +240,7 @@ impl Connection {
                 tracing::error!(error = %e, "ws: authenticating");
                 let _ = self
                     .error(
-                        "server_error",
+                        ErrorCode::ServerError,
                         "the server could not check your session; reconnect".into(),
                         None,
                     )
@@ -286,7 +249,7 @@ impl Connection {
                 None
             }
             Err(e) => {
-                let _ = self.error("unauthorized", e.to_string(), None).await;
+                let _ = self.error(ErrorCode::Unauthorized, e.to_string(), None).await;
                 self.close(close::UNAUTHORIZED, "unauthorized").await;
                 None
             }
@@ -300,7 +263,7 @@ impl Connection {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "ws: replaying messages");
-                    self.close(1011, "server error").await;
+                    self.close(close::SERVER_ERROR, "server error").await;
                     return Flow::Stop;
                 }
             };
@@ -345,11 +308,13 @@ impl Connection {
                         self.last_heard = Instant::now();
                         Box::pin(self.on_frame(session, actor, registration, frame)).await
                     }
-                    _ => Flow::Stop,
+                    Some(Err(e)) => Box::pin(self.on_read_error(actor.user_id, e)).await,
+                    None => Flow::Stop,
                 },
                 out = queue.recv() => match out {
                     Some(Outbound::Message(m)) => Box::pin(self.on_message(actor.user_id, &m)).await,
                     Some(Outbound::Event { about_user, json }) => Box::pin(self.on_event(actor.user_id, about_user, &json)).await,
+                    Some(Outbound::Recheck) => Box::pin(self.recheck(session, actor)).await,
                     None => {
                         self.close(close::TOO_SLOW, "too slow: reconnect and resume from your last seq").await;
                         Flow::Stop
@@ -381,10 +346,36 @@ impl Connection {
         self.send_message(m).await
     }
 
+    /// A frame the socket could not read. One over the size limit is said so with close 1009
+    /// (and logged), rather than a bare reset the client cannot tell from a network failure.
+    async fn on_read_error(&mut self, user_id: i64, e: axum::Error) -> Flow {
+        let too_big = e
+            .into_inner()
+            .downcast::<tungstenite::Error>()
+            .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
+        if too_big {
+            tracing::warn!(
+                user_id,
+                limit = MAX_MESSAGE_BYTES,
+                "ws: a message over the size limit; closing with 1009"
+            );
+            self.close(
+                close::MESSAGE_TOO_BIG,
+                "message over 256 KiB: send smaller messages",
+            )
+            .await;
+        }
+        Flow::Stop
+    }
+
     async fn on_event(&mut self, viewer: i64, about_user: Option<i64>, json: &str) -> Flow {
         if let Some(person) = about_user
             && self.logged.insert(person)
-            && let Err(e) = log_access(&self.state.db, viewer, &[person], "live_feed").await
+            && let Err(e) = self
+                .state
+                .access_log
+                .record(viewer, person, "live_feed")
+                .await
         {
             tracing::error!(error = %e, "ws: writing the location-access log");
             return Flow::Stop;
@@ -392,8 +383,10 @@ impl Connection {
         self.send_text(json.to_string()).await
     }
 
-    /// Pings, and re-reads the session and roles: a logout, a deactivation or a revoked role
-    /// since the handshake takes effect here, within one heartbeat.
+    /// Pings, and closes a connection silent for three heartbeats. Revocations reach the
+    /// socket through the hub at once ([`Outbound::Recheck`]); the session and roles are also
+    /// re-read every [`RECHECK_EVERY`] heartbeats, as a safety net for changes made outside the
+    /// server (a database edited by hand), without a query per connection per heartbeat.
     async fn on_heartbeat(&mut self, session: &Session, actor: &mut Actor) -> Flow {
         // Silence for three heartbeats (pongs count) means the peer is gone.
         let dead_after = Duration::from_secs(3 * self.state.settings.ws_heartbeat_secs.max(1));
@@ -402,10 +395,28 @@ impl Connection {
                 .await;
             return Flow::Stop;
         }
+        self.heartbeats += 1;
+        if self.heartbeats % RECHECK_EVERY == 0
+            && let Flow::Stop = self.recheck(session, actor).await
+        {
+            return Flow::Stop;
+        }
+        match self.socket.send(Message::Ping(Default::default())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+
+    /// Re-reads the session and roles: after a logout, a deactivation or a revoked role the
+    /// socket closes (4001), and so does a feed the roles no longer allow.
+    async fn recheck(&mut self, session: &Session, actor: &mut Actor) -> Flow {
         match load_actor(&self.state, session).await {
             Ok(fresh) => *actor = fresh,
             Err(e) if e.status().is_server_error() => {
+                // The database is unwell, not the session: try again at the next heartbeat.
                 tracing::error!(error = %e, "ws: re-checking a session");
+                self.heartbeats = RECHECK_EVERY - 1;
+                return Flow::Continue;
             }
             Err(_) => {
                 self.close(close::UNAUTHORIZED, "the session has ended")
@@ -413,27 +424,16 @@ impl Connection {
                 return Flow::Stop;
             }
         }
-        if let Some(org) = self.watching
-            && authorize(actor, Action::ViewPositions { org_id: org }).is_err()
-        {
-            self.close(
-                close::UNAUTHORIZED,
-                "you may no longer watch these positions",
-            )
-            .await;
-            return Flow::Stop;
-        }
-        if let Some(org) = self.watching_alerts
-            && authorize(actor, Action::ViewAlerts { org_id: org }).is_err()
-        {
-            self.close(close::UNAUTHORIZED, "you may no longer follow these alerts")
+        let refused = self
+            .subscribed
+            .iter()
+            .any(|(topic, org)| authorize(actor, Action::watch(*topic, *org)).is_err());
+        if refused {
+            self.close(close::UNAUTHORIZED, "you may no longer follow this feed")
                 .await;
             return Flow::Stop;
         }
-        match self.socket.send(Message::Ping(Default::default())).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
-        }
+        Flow::Continue
     }
 
     async fn on_frame(
@@ -449,41 +449,38 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
             Message::Binary(_) => {
                 return self
-                    .error("bad_message", "messages are JSON text".into(), None)
+                    .error(ErrorCode::BadMessage, "messages are JSON text".into(), None)
                     .await;
             }
         };
-        let msg = match serde_json::from_str::<ClientMsg>(&text) {
+        let msg = match serde_json::from_str::<ClientMessage>(&text) {
             Ok(m) => m,
             Err(e) => {
                 let reference = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(str::to_string));
-                return self.error("bad_message", e.to_string(), reference).await;
+                return self.error(ErrorCode::BadMessage, e.to_string(), reference).await;
             }
         };
         match msg {
-            ClientMsg::Hello { .. } => {
-                self.error("bad_message", "already authenticated".into(), None)
+            ClientMessage::Hello { .. } => {
+                self.error(ErrorCode::BadMessage, "already authenticated".into(), None)
                     .await
             }
-            ClientMsg::Ping { reference } => {
-                self.send_json(json!({"type": "pong", "ref": reference}))
-                    .await
-            }
-            ClientMsg::Position { reference, fixes } => {
+            ClientMessage::Ping { reference } => self.send(ServerMessage::Pong { reference }).await,
+            ClientMessage::Position { reference, fixes } => {
                 self.on_position(actor, reference, fixes).await
             }
-            ClientMsg::Subscribe { topic, org_id } => {
-                self.on_subscribe(session, registration, &topic, org_id)
+            ClientMessage::Subscribe { topic, org_id } => {
+                self.on_subscribe(session, registration, topic, org_id)
                     .await
             }
-            ClientMsg::Receipt {
+            ClientMessage::Receipt {
                 reference,
                 alert_id,
                 state,
             } => Box::pin(self.on_receipt(actor.user_id, reference, alert_id, state)).await,
-            ClientMsg::ChatSend {
+            ClientMessage::ChatSend {
                 reference,
                 conversation_id,
                 client_id,
@@ -498,9 +495,9 @@ impl Connection {
                     &body,
                 ))
                 .await;
-                self.send_json(reply).await
+                self.send(reply).await
             }
-            ClientMsg::ChatReceipt {
+            ClientMessage::ChatReceipt {
                 reference,
                 conversation_id,
                 seq,
@@ -517,7 +514,7 @@ impl Connection {
                 .await;
                 self.reply(reply).await
             }
-            ClientMsg::Typing { conversation_id } => {
+            ClientMessage::Typing { conversation_id } => {
                 let state = self.state.clone();
                 let reply = Box::pin(crate::chat::socket::typing(
                     &state,
@@ -535,7 +532,7 @@ impl Connection {
         &mut self,
         actor: &Actor,
         reference: Option<String>,
-        fixes: Vec<FixIn>,
+        fixes: Vec<Fix>,
     ) -> Flow {
         let s = &self.state.settings;
         let checked = validate_fixes(
@@ -557,26 +554,15 @@ impl Connection {
             }
             Err(e) => Err(e),
         };
-        match result {
-            Ok((recorded, _)) => {
-                let duplicates = fixes.len().saturating_sub(recorded.inserted);
-                self.send_json(json!({"type": "ack", "ref": reference, "accepted": recorded.inserted, "duplicates": duplicates}))
-                    .await
-            }
-            Err(e) => {
-                let code = match e.status().as_u16() {
-                    409 => "location_less",
-                    422 => "invalid",
-                    _ => "server_error",
-                };
-                let detail = if e.status().is_server_error() {
-                    "storing positions failed; send them again".into()
-                } else {
-                    e.to_string()
-                };
-                self.error(code, detail, reference).await
-            }
-        }
+        let reply = match result {
+            Ok((recorded, _)) => ServerMessage::Ack {
+                reference,
+                accepted: Some(recorded.inserted as u64),
+                duplicates: Some(fixes.len().saturating_sub(recorded.inserted) as u64),
+            },
+            Err(e) => e.to_socket(ErrorCode::LocationLess, reference),
+        };
+        self.send(reply).await
     }
 
     async fn on_receipt(
@@ -584,57 +570,32 @@ impl Connection {
         user_id: i64,
         reference: Option<String>,
         alert_id: i64,
-        step: Step,
+        state: AlertReceiptState,
     ) -> Flow {
-        if step == Step::Sent {
-            return self
-                .error(
-                    "invalid",
-                    "a receipt's state is delivered, read or acknowledged".into(),
-                    reference,
-                )
-                .await;
-        }
-        match crate::alerts::store::is_recipient(&self.state.db, alert_id, user_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return self
-                    .error(
-                        "not_found",
-                        format!("you did not receive alert {alert_id}"),
-                        reference,
-                    )
-                    .await;
-            }
+        let reply = match self.state.ledger.record(alert_id, user_id, state).await {
+            Ok(Receipt::Recorded) => reference.map(|reference| ServerMessage::Ack {
+                reference: Some(reference),
+                accepted: None,
+                duplicates: None,
+            }),
+            Ok(Receipt::NotRecipient) => Some(ServerMessage::error(
+                ErrorCode::NotFound,
+                format!("you did not receive alert {alert_id}"),
+                reference,
+            )),
             Err(e) => {
-                tracing::error!(error = %e, "ws: checking a receipt");
-                return self
-                    .error("server_error", "try again".into(), reference)
-                    .await;
+                tracing::error!(error = %e, "ws: recording a receipt");
+                Some(ServerMessage::error(ErrorCode::ServerError, "send it again", reference))
             }
-        }
-        if self
-            .state
-            .ledger
-            .record(alert_id, user_id, step, None)
-            .await
-            .is_err()
-        {
-            return self
-                .error("server_error", "try again".into(), reference)
-                .await;
-        }
-        match reference {
-            Some(r) => self.send_json(json!({"type": "ack", "ref": r})).await,
-            None => Flow::Continue,
-        }
+        };
+        self.reply(reply).await
     }
 
     async fn on_subscribe(
         &mut self,
         session: &Session,
         registration: &Registration,
-        topic: &str,
+        topic: Topic,
         org_id: Option<i64>,
     ) -> Flow {
         // Roles are read afresh: one revoked since the handshake must not open the feed.
@@ -646,35 +607,18 @@ impl Connection {
                 return Flow::Stop;
             }
         };
-        let actor = &actor;
-        let all = actor.system_admin || actor.has(Role::Oversight);
-        let org = org_id.or(if all { None } else { Some(actor.org_id) });
-        // One stream of an organisation's operations: alert delivery counts and roll-call boards.
-        if matches!(topic, "alerts" | "rollcalls" | "operations") {
-            if let Err(denied) = authorize(actor, Action::ViewAlerts { org_id: org }) {
-                return self.error("forbidden", denied.to_string(), None).await;
+        // Without `org_id`: every organisation for those who may follow all, else one's own.
+        let org = match listing_scope(&actor, org_id, |org| Action::watch(topic, org)) {
+            Ok(org) => org,
+            Err(denied) => {
+                return self
+                    .error(ErrorCode::Forbidden, denied.to_string(), None)
+                    .await;
             }
-            self.state.hub.watch_alerts(registration, org);
-            self.watching_alerts = Some(org);
-            return self
-                .send_json(json!({"type": "subscribed", "topic": topic, "org_id": org}))
-                .await;
-        }
-        if topic != "positions" {
-            return self
-                .error(
-                    "bad_message",
-                    format!("unknown topic {topic:?}; the topics are positions and operations (alias alerts, rollcalls)"),
-                    None,
-                )
-                .await;
-        }
-        if let Err(denied) = authorize(actor, Action::ViewPositions { org_id: org }) {
-            return self.error("forbidden", denied.to_string(), None).await;
-        }
-        self.state.hub.watch(registration, org);
-        self.watching = Some(org);
-        self.send_json(json!({"type": "subscribed", "topic": topic, "org_id": org}))
+        };
+        self.state.hub.watch(registration, topic, org);
+        self.subscribed.insert(topic, org);
+        self.send(ServerMessage::Subscribed { topic, org_id: org })
             .await
     }
 }

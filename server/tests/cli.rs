@@ -1,5 +1,5 @@
 //! The `vigil` binary as a newcomer and an operator use it: `demo`, `migrate`,
-//! `admin create-user`, `vapid-keys`, and a clean stop on SIGTERM.
+//! `admin create-user`, `vapid-keys`, a clean stop on SIGTERM, and one server per database.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -7,6 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::Connection;
+
+#[path = "api/support.rs"]
+#[allow(dead_code)]
+mod support;
 
 fn vigil(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -161,6 +166,83 @@ async fn the_demo_command_serves_seeded_data_and_stops_cleanly() {
     assert!(terminate(&mut again).success());
 }
 
+/// Starts `vigil demo` in `dir` on an ephemeral port; returns the process and its base URL.
+fn start_demo(dir: &Path) -> (Child, String) {
+    let mut child = vigil(dir)
+        .arg("demo")
+        .env("VIGIL_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil demo starts");
+    let line = wait_for_line(&mut child, "Vigil demo is running at");
+    let url = line
+        .rsplit(' ')
+        .next()
+        .expect("url")
+        .trim_end_matches('/')
+        .to_string();
+    (child, url)
+}
+
+/// How many people an adviser's alert to the named demo area would reach, as the composer's
+/// preview counts them.
+async fn preview_of_area(url: &str, adviser: &str, area_name: &str) -> Value {
+    let http = reqwest::Client::new();
+    let tokens: Value = http
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({"email": adviser, "password": vigil_server::demo::DEMO_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("tokens");
+    let token = tokens["access_token"].as_str().expect("token");
+    let areas: Value = http
+        .get(format!("{url}/api/v1/areas"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("areas")
+        .json()
+        .await
+        .expect("json");
+    let area = areas["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .find(|f| f["properties"]["name"] == area_name)
+        .unwrap_or_else(|| panic!("the demo has {area_name:?}"));
+    let res = http
+        .post(format!("{url}/api/v1/alerts/preview"))
+        .bearer_auth(token)
+        .json(&json!({"areas": [area["id"]]}))
+        .send()
+        .await
+        .expect("preview");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("preview json")
+}
+
+#[tokio::test]
+async fn a_newcomers_first_alert_to_a_demo_area_reaches_the_staff_seeded_there() {
+    let dir = tempfile::tempdir().expect("dir");
+    // The very first start: the demo is seeded in this process.
+    let (mut first, url) = start_demo(dir.path());
+    let fresh = preview_of_area(&url, "adviser@rca.example", "Malakal duty station").await;
+    assert!(terminate(&mut first).success());
+    // Four RCA staff have positions around Malakal.
+    assert_eq!(fresh["total"], 4, "on the first start: {fresh}");
+    assert_eq!(fresh["by_reason"]["inside_area"], 4, "{fresh}");
+
+    // A restart reads the same people back from storage: the same count.
+    let (mut again, url) = start_demo(dir.path());
+    let restarted = preview_of_area(&url, "adviser@rca.example", "Malakal duty station").await;
+    assert!(terminate(&mut again).success());
+    assert_eq!(restarted, fresh, "the same audience after a restart");
+}
+
 #[test]
 fn an_operator_sets_up_a_deployment_from_the_command_line() {
     let dir = tempfile::tempdir().expect("dir");
@@ -239,4 +321,182 @@ fn an_operator_sets_up_a_deployment_from_the_command_line() {
         .expect("bad url");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported database URL"));
+}
+
+/// A `vigil serve` process on a free port.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    /// Spawns `vigil serve` on `db`; does not wait for it.
+    fn spawn(dir: &Path, db: &str) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = vigil(dir)
+            .arg("serve")
+            .env("VIGIL_DATABASE_URL", db)
+            .env("VIGIL_BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vigil serve starts");
+        Serve {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Spawns `vigil serve` and waits until it answers `/readyz`.
+    async fn ready(dir: &Path, db: &str) -> Serve {
+        let mut serve = Serve::spawn(dir, db);
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", serve.url)).send().await
+                && r.status().is_success()
+            {
+                return serve;
+            }
+            if let Ok(Some(status)) = serve.child.try_wait() {
+                panic!("vigil serve exited ({status}): {}", serve.stderr());
+            }
+            assert!(Instant::now() < deadline, "vigil serve never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the process to end by itself; returns its status and what it wrote to stderr.
+    async fn exited(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, self.stderr());
+            }
+            assert!(Instant::now() < deadline, "the second server never gave up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway database on `VIGIL_TEST_POSTGRES_URL`, dropped with this guard.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Option<PgDatabase> {
+        let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
+            support::skipped(
+                "the PostgreSQL single-server lock test",
+                "VIGIL_TEST_POSTGRES_URL is not set",
+            );
+            return None;
+        };
+        let name = support::unique("vigil_cli_");
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to VIGIL_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let mut url = reqwest::Url::parse(&admin).expect("a URL");
+        url.set_path(&format!("/{name}"));
+        Some(PgDatabase {
+            admin,
+            url: url.to_string(),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The story on either database: a second server is refused while the first runs, and a
+/// replacement starts at once after the first was killed.
+async fn one_server_per_database(dir: &Path, db: &str) {
+    let first = Serve::ready(dir, db).await;
+
+    let (status, stderr) = Serve::spawn(dir, db).exited().await;
+    assert!(!status.success(), "the second server is refused: {status}");
+    assert!(
+        stderr.contains("another Vigil server is already running on this database"),
+        "it says why: {stderr}"
+    );
+    assert!(
+        stderr.contains("nats_url"),
+        "and what would allow it: {stderr}"
+    );
+    let http = reqwest::Client::new();
+    let still = http
+        .get(format!("{}/readyz", first.url))
+        .send()
+        .await
+        .expect("the first server still answers");
+    assert!(still.status().is_success());
+
+    // kill -9 leaves no time to unlock: the database or the kernel frees the lock.
+    drop(first);
+    let mut replacement = Serve::ready(dir, db).await;
+    let status = terminate(&mut replacement.child);
+    assert!(status.success(), "a clean stop: {status:?}");
+    // After a clean stop the next one starts too.
+    let _again = Serve::ready(dir, db).await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_postgresql_database_is_refused_at_start() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    one_server_per_database(dir.path(), &pg.url).await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}/one.db", dir.path().display());
+    one_server_per_database(dir.path(), &db).await;
 }

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
+use vigil_protocol::{AlertReceiptState, ServerMessage};
 
 use super::LedgerCounts;
 use crate::db::{Db, now_ms};
@@ -59,10 +59,35 @@ impl Step {
     }
 }
 
-/// The ledger writer stopped (the server is shutting down).
+impl From<AlertReceiptState> for Step {
+    fn from(s: AlertReceiptState) -> Self {
+        match s {
+            AlertReceiptState::Delivered => Step::Delivered,
+            AlertReceiptState::Read => Step::Read,
+            AlertReceiptState::Acknowledged => Step::Acknowledged,
+        }
+    }
+}
+
+/// A receipt could not be recorded.
 #[derive(Debug, thiserror::Error)]
-#[error("the alert ledger is not running")]
-pub struct LedgerClosed;
+pub enum LedgerError {
+    /// The writer stopped (the server is shutting down).
+    #[error("the alert ledger is not running")]
+    Closed,
+    /// The group holding the receipt failed to commit; the device should send it again.
+    #[error("the alert ledger could not commit the receipt")]
+    Failed,
+}
+
+/// What became of a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// Committed (or already further along: the ledger only moves forward).
+    Recorded,
+    /// The person has no copy of that alert; nothing was written.
+    NotRecipient,
+}
 
 struct Entry {
     alert_id: i64,
@@ -70,13 +95,13 @@ struct Entry {
     step: Option<Step>,
     channel: Option<&'static str>,
     at: i64,
-    done: Option<oneshot::Sender<bool>>,
+    done: Option<oneshot::Sender<Result<Receipt, LedgerError>>>,
 }
 
 /// Handle to the ledger writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LedgerWriter {
-    tx: mpsc::UnboundedSender<Entry>,
+    tx: mpsc::Sender<Entry>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -91,46 +116,52 @@ impl std::fmt::Debug for Entry {
 
 /// Most entries written in one transaction.
 const MAX_GROUP: usize = 20_000;
+/// Entries the writer's queue holds. A receipt waits for room (the device's request slows
+/// down, nothing is lost); a `sent` mark finding it full is dropped, which costs nothing, since
+/// the device's `delivered` implies it and the fallback re-sends an unconfirmed copy anyway.
+pub const QUEUE: usize = 2 * MAX_GROUP;
 /// How often counts are refreshed and published, at most.
 const COUNTS_EVERY: Duration = Duration::from_millis(250);
 
 impl LedgerWriter {
     /// Starts the writer.
-    pub fn spawn(db: Db, hub: std::sync::Arc<Hub>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, hub, rx));
+    /// Starts the writer. When `stop` is cancelled it takes no new entries, commits every one
+    /// already queued, publishes the last counts and ends.
+    pub fn spawn(db: Db, hub: std::sync::Arc<Hub>, background: &crate::Background) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        background
+            .tasks
+            .spawn(run(db, hub, rx, background.stop.clone()));
         Self { tx }
     }
 
-    /// Records one person's step and waits until it is committed.
+    /// Records a device's receipt and waits until it is committed. Whether the person is a
+    /// recipient at all is found in the same group write, not by a read of its own.
     pub async fn record(
         &self,
         alert_id: i64,
         user_id: i64,
-        step: Step,
-        channel: Option<&'static str>,
-    ) -> Result<(), LedgerClosed> {
+        state: AlertReceiptState,
+    ) -> Result<Receipt, LedgerError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Entry {
                 alert_id,
                 users: vec![user_id],
-                step: Some(step),
-                channel,
+                step: Some(state.into()),
+                channel: None,
                 at: now_ms(),
                 done: Some(done),
             })
-            .map_err(|_| LedgerClosed)?;
-        match wait.await {
-            Ok(true) => Ok(()),
-            _ => Err(LedgerClosed),
-        }
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        wait.await.unwrap_or(Err(LedgerError::Closed))
     }
 
     /// Records a step for many people without waiting (a lost "sent" is made good by the
     /// device's "delivered", which implies it).
     pub fn mark(&self, alert_id: i64, users: Vec<i64>, step: Step, channel: Option<&'static str>) {
-        let _ = self.tx.send(Entry {
+        let _ = self.tx.try_send(Entry {
             alert_id,
             users,
             step: Some(step),
@@ -143,7 +174,7 @@ impl LedgerWriter {
     /// Asks for the alert's counts to be refreshed and published (after SMS or push costs were
     /// written elsewhere).
     pub fn touch(&self, alert_id: i64) {
-        let _ = self.tx.send(Entry {
+        let _ = self.tx.try_send(Entry {
             alert_id,
             users: Vec::new(),
             step: None,
@@ -154,12 +185,23 @@ impl LedgerWriter {
     }
 }
 
-async fn run(db: Db, hub: std::sync::Arc<Hub>, mut rx: mpsc::UnboundedReceiver<Entry>) {
+async fn run(
+    db: Db,
+    hub: std::sync::Arc<Hub>,
+    mut rx: mpsc::Receiver<Entry>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut dirty: HashSet<i64> = HashSet::new();
     let mut tick = tokio::time::interval(COUNTS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
     loop {
         tokio::select! {
+            // Closing refuses new entries; those queued still come out of `recv` below.
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                rx.close();
+            }
             first = rx.recv() => {
                 let Some(first) = first else { break };
                 let mut group = vec![first];
@@ -170,17 +212,21 @@ async fn run(db: Db, hub: std::sync::Arc<Hub>, mut rx: mpsc::UnboundedReceiver<E
                     }
                 }
                 dirty.extend(group.iter().map(|e| e.alert_id));
-                let ok = match write(&db, &group).await {
-                    Ok(()) => true,
+                let matched = match write(&db, &group).await {
+                    Ok(m) => Ok(m),
                     Err(e) => {
                         tracing::error!(error = %e, entries = group.len(), "alert ledger: write failed");
-                        false
+                        Err(())
                     }
                 };
                 for e in group {
-                    if let Some(done) = e.done {
-                        let _ = done.send(ok);
-                    }
+                    let Some(done) = e.done else { continue };
+                    let outcome = match &matched {
+                        Ok(m) if e.users.iter().all(|u| m.contains(&(e.alert_id, *u))) => Ok(Receipt::Recorded),
+                        Ok(_) => Ok(Receipt::NotRecipient),
+                        Err(()) => Err(LedgerError::Failed),
+                    };
+                    let _ = done.send(outcome);
                 }
             }
             _ = tick.tick(), if !dirty.is_empty() => {
@@ -200,7 +246,9 @@ async fn run(db: Db, hub: std::sync::Arc<Hub>, mut rx: mpsc::UnboundedReceiver<E
 /// One UPDATE statement's worth: alert, step, channel.
 type GroupKey = (i64, Step, Option<&'static str>);
 
-async fn write(db: &Db, group: &[Entry]) -> Result<(), sqlx::Error> {
+/// Writes a group; returns the `(alert, person)` copies it found (a receipt naming any other
+/// pair is from someone who has no copy).
+async fn write(db: &Db, group: &[Entry]) -> Result<HashSet<(i64, i64)>, sqlx::Error> {
     // One statement per (alert, step, channel); the moment recorded is the earliest.
     let mut merged: HashMap<GroupKey, (i64, Vec<i64>)> = HashMap::new();
     for e in group {
@@ -213,7 +261,7 @@ async fn write(db: &Db, group: &[Entry]) -> Result<(), sqlx::Error> {
         }
     }
     if merged.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let sql = format!(
         "UPDATE alert_recipients SET \
@@ -225,18 +273,20 @@ async fn write(db: &Db, group: &[Entry]) -> Result<(), sqlx::Error> {
            acknowledged_at = CASE WHEN $3 >= 4 THEN COALESCE(acknowledged_at, $5) ELSE acknowledged_at END, \
            channel = COALESCE($6, channel), \
            next_attempt_at = CASE WHEN $3 >= 2 THEN NULL ELSE next_attempt_at END \
-         WHERE alert_id = $2 AND user_id IN ({})",
+         WHERE alert_id = $2 AND user_id IN ({}) RETURNING alert_id, user_id",
         db.json_ints(1)
     );
     in_tx!(db, tx => {
+        let mut found = HashSet::new();
         for ((alert_id, step, channel), (at, users)) in &merged {
             let users = serde_json::to_string(users).unwrap_or_default();
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(&users).bind(*alert_id).bind(step.rank()).bind(step.as_str()).bind(*at).bind(*channel)
-                .execute(&mut *tx).await?;
+                .fetch_all(&mut *tx).await?;
+            found.extend(rows);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(found)
     })
 }
 
@@ -272,9 +322,12 @@ async fn publish_counts(db: &Db, hub: &Hub, alert_id: i64) -> Result<(), sqlx::E
         org
     });
     if let Some(org) = org {
-        hub.publish_alert_event(
+        hub.publish_operations(
             org,
-            &json!({"type": "alert_progress", "alert_id": alert_id, "counts": c}),
+            &ServerMessage::AlertProgress {
+                alert_id,
+                counts: c,
+            },
         );
     }
     Ok(())

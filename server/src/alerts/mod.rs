@@ -63,8 +63,9 @@ pub struct Translation {
     pub instructions: Option<String>,
 }
 
-/// Body of `POST /alerts` and `POST /alerts/preview`, and the content of a template: every
-/// field may come from the template named by `template_id`; fields given here win.
+/// Body of `POST /alerts`, and the content of a template: every field may come from the
+/// template named by `template_id`; fields given here win. (`POST /alerts/preview` takes the
+/// `target` alone: a [`Target`].)
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertInput {
@@ -128,24 +129,9 @@ pub struct ValidAlert {
     pub sms_fallback: bool,
 }
 
-/// Counts of ledger rows by state, and what SMS cost.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct LedgerCounts {
-    /// Not yet handed to any channel.
-    pub queued: i64,
-    /// Handed to a channel (socket, push service or SMS gateway), not yet confirmed.
-    pub sent: i64,
-    /// A device confirmed receipt.
-    pub delivered: i64,
-    /// Opened on a device.
-    pub read: i64,
-    /// The person acknowledged it.
-    pub acknowledged: i64,
-    /// SMS messages sent for this alert.
-    pub sms_messages: i64,
-    /// SMS segments those messages took (what the gateway bills).
-    pub sms_segments: i64,
-}
+/// An alert's ledger counted by state (the protocol's type: the live `alert_progress`
+/// and the REST answer are the same object).
+pub use vigil_protocol::AlertCounts as LedgerCounts;
 
 /// An alert as senders, oversight and the API see it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -213,7 +199,7 @@ pub struct InboxItem {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     /// `delivered`, `read` or `acknowledged`.
-    pub state: Step,
+    pub state: vigil_protocol::AlertReceiptState,
 }
 
 /// Filters for listing alerts.
@@ -593,22 +579,16 @@ async fn receipt(
     Path(id): Path<i64>,
     Json(body): Json<ReceiptBody>,
 ) -> AppResult<StatusCode> {
-    if body.state == Step::Sent {
-        return Err(AppError::invalid(
-            "state",
-            "one of delivered, read, acknowledged",
-        ));
-    }
-    if !store::is_recipient(&state.db, id, actor.user_id).await? {
+    let recorded = state
+        .ledger
+        .record(id, actor.user_id, body.state)
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
+    if recorded == ledger::Receipt::NotRecipient {
         return Err(AppError::NotFound(format!(
             "you did not receive alert {id}"
         )));
     }
-    state
-        .ledger
-        .record(id, actor.user_id, body.state, None)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,6 @@
 //! Storage of alerts and their ledgers, and the first, live delivery.
 
+use crate::live::{PersonSet, SetParam, store_for_set};
 use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
@@ -440,7 +441,10 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
     let id = alert.id;
     let payload = json!({"alert_id": id, "cancelled_at": Timestamp(now)});
     let text = payload.to_string();
-    let set = "SELECT user_id FROM alert_recipients WHERE alert_id = $1";
+    let set = PersonSet::new(
+        "SELECT user_id FROM alert_recipients WHERE alert_id = $1",
+        SetParam::Int(id),
+    );
     let seqs = in_tx!(&state.db, tx => {
         let changed = sqlx::query("UPDATE alerts SET cancelled_at = $2, fallback_at = NULL WHERE id = $1 AND cancelled_at IS NULL")
             .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
@@ -449,7 +453,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
         }
         sqlx::query("UPDATE alert_recipients SET next_attempt_at = NULL WHERE alert_id = $1 AND next_attempt_at IS NOT NULL")
             .bind(id).execute(&mut *tx).await?;
-        let seqs = crate::store_messages_for_set!(tx, set, id, KIND_CANCELLED, &text, now);
+        let seqs = store_for_set(&mut tx, &set, KIND_CANCELLED, &text, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(alert.org_id), "alert.cancel",
             &format!("alert:{id}"), &alert.identifier).await?;
         tx.commit().await?;

@@ -252,34 +252,54 @@ pub async fn resolve_for(
     let mut reasons: HashMap<i64, u8> = HashMap::new();
     let mut add = |id: i64, reason: Reason| *reasons.entry(id).or_default() |= reason as u8;
 
-    // Memory first (no await while the tracker is locked).
-    let (inside, stale, followed_areas) = {
+    // Memory first (no await while the tracker is locked). The lock is held per index query
+    // (one shape's people, the areas under the drawn shapes from the area R-tree) and per
+    // `LOOKUPS_PER_LOCK` fixes looked up, never across the whole target: the position writer
+    // waits for readers, and readers behind it wait too.
+    const LOOKUPS_PER_LOCK: usize = 4_096;
+    let oldest = now - fresh_secs * 1_000;
+    let mut candidates: Vec<i64> = Vec::new();
+    for shape in &shapes {
+        let found = read_tracker(&state.tracker).positions().within_shape(shape);
+        // People are positive ids in the tracker; assets are negative.
+        candidates.extend(found.into_iter().filter(|subject| *subject > 0));
+    }
+    // Someone forgotten between the two (gone location-less) is no longer anywhere.
+    let mut located: Vec<(i64, i64)> = Vec::with_capacity(candidates.len());
+    for chunk in candidates.chunks(LOOKUPS_PER_LOCK) {
         let tracker = read_tracker(&state.tracker);
-        let oldest = now - fresh_secs * 1_000;
-        let mut inside = HashSet::new();
-        let mut stale = HashSet::new();
-        for shape in &shapes {
-            for subject in tracker.positions().within_shape(shape) {
-                // People are positive ids in the tracker; assets are negative.
-                if subject <= 0 {
-                    continue;
-                }
-                match tracker.last_fix(subject) {
-                    Some(fix) if fix.at_ms >= oldest => inside.insert(subject),
-                    _ => stale.insert(subject),
-                };
-            }
-        }
-        let followed: Vec<i64> = tracker
-            .areas()
+        located.extend(
+            chunk
+                .iter()
+                .filter_map(|s| tracker.last_fix(*s).map(|f| (*s, f.at_ms))),
+        );
+    }
+    let mut followed_areas = {
+        let tracker = read_tracker(&state.tracker);
+        // The targeted areas themselves (still there: `check` found them), and every area a
+        // drawn shape overlaps; the first `target.areas.len()` shapes are the stored areas.
+        let mut followed: Vec<i64> = target
+            .areas
             .iter()
-            .filter(|a| {
-                target.areas.contains(&a.id) || target_shapes_overlap(&shapes, &a.shape, target)
-            })
-            .map(|a| a.id)
+            .copied()
+            .filter(|id| tracker.areas().get(*id).is_some())
             .collect();
-        (inside, stale, followed)
+        for drawn in shapes.iter().skip(target.areas.len()) {
+            followed.extend(tracker.areas().intersecting(drawn));
+        }
+        followed
     };
+    followed_areas.sort_unstable();
+    followed_areas.dedup();
+    let mut inside = HashSet::new();
+    let mut stale = HashSet::new();
+    for (subject, at) in located {
+        if at >= oldest {
+            inside.insert(subject);
+        } else {
+            stale.insert(subject);
+        }
+    }
     let people = people_in_scope(&state.db, scope).await?;
     for id in &inside {
         add(*id, Reason::InsideArea);
@@ -351,15 +371,6 @@ pub async fn resolve_for(
         recipients,
         preview,
     })
-}
-
-/// Whether a drawn shape of the target overlaps a stored area (its followers are reached).
-fn target_shapes_overlap(shapes: &[Shape], area: &Shape, target: &Target) -> bool {
-    // The first `target.areas.len()` shapes are the stored areas themselves.
-    shapes
-        .iter()
-        .skip(target.areas.len())
-        .any(|s| s.intersects(area))
 }
 
 /// Validates the target's parts, returning the shapes to search: the stored areas' outlines

@@ -213,6 +213,7 @@ async fn refresh(
     let row = row.ok_or_else(invalid)?;
     if row.used_at.is_some() {
         revoke_session(&state, &row.session_id, now).await?;
+        state.hub.recheck(row.user_id);
         tracing::warn!(
             user_id = row.user_id,
             "refresh token reused: session revoked"
@@ -247,6 +248,8 @@ async fn refresh(
     responses((status = 204, description = "session ended"), (status = 401, description = "not signed in")))]
 async fn logout(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
     revoke_session(&state, &session.id, now_ms()).await?;
+    // Open sockets of this session close now, not at their next recheck.
+    state.hub.recheck(session.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -30,13 +30,13 @@
 pub mod socket;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use vigil_protocol::{LiveEvent, ServerMessage};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -45,7 +45,7 @@ use crate::AppState;
 use crate::db::{Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
 use crate::live::{self, Note};
-use crate::policy::{Action, Actor, Role, authorize};
+use crate::policy::{Action, Actor, authorize};
 
 /// Stored message kind of a chat message in a person's stream.
 pub const KIND_CHAT: &str = "chat";
@@ -207,15 +207,8 @@ pub struct ChatMessage {
     pub sent_at: Timestamp,
 }
 
-/// How far a person got with a conversation's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReceiptState {
-    /// A device of theirs received them.
-    Delivered,
-    /// They read them (implies delivered).
-    Read,
-}
+/// How far a person got with a conversation's messages (the protocol's type).
+pub use vigil_protocol::ChatReceiptState as ReceiptState;
 
 /// Body of `POST /conversations`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -569,8 +562,12 @@ pub async fn record_receipt(
     let moved =
         store::advance_receipt(&state.db, conversation_id, actor.user_id, seq, read).await?;
     if let Some(r) = moved {
-        let event = json!({"type": "event", "event": "chat_receipt", "conversation_id": conversation_id,
-            "user_id": actor.user_id, "delivered_seq": r.delivered_seq, "read_seq": r.read_seq});
+        let event = ServerMessage::Event(LiveEvent::ChatReceipt {
+            conversation_id,
+            user_id: actor.user_id,
+            delivered_seq: r.delivered_seq,
+            read_seq: r.read_seq,
+        });
         notify_online(state, conversation_id, None, &event).await?;
     }
     Ok(moved)
@@ -581,15 +578,11 @@ async fn notify_online(
     state: &AppState,
     conversation_id: i64,
     except: Option<i64>,
-    event: &serde_json::Value,
+    event: &ServerMessage,
 ) -> AppResult<()> {
-    let people = store::participant_ids(&state.db, conversation_id).await?;
-    let json: Arc<str> = event.to_string().into();
-    for user in people {
-        if Some(user) != except {
-            state.hub.notify(user, &json);
-        }
-    }
+    let mut people = store::participant_ids(&state.db, conversation_id).await?;
+    people.retain(|u| Some(*u) != except);
+    state.hub.notify(&people, event);
     Ok(())
 }
 
@@ -608,8 +601,7 @@ async fn list(
             store::list_org(&state.db, actor.user_id, org_id, limit).await?
         }
         None => {
-            let operator_of = actor.has(Role::Operator).then_some(actor.org_id);
-            store::list_mine(&state.db, actor.user_id, operator_of, limit).await?
+            store::list_mine(&state.db, &actor, limit).await?
         }
     };
     Ok(Json(found))
@@ -908,6 +900,7 @@ async fn close_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Role;
 
     #[test]
     fn client_ids_and_bodies_are_checked() {

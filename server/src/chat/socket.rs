@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use vigil_protocol::{ErrorCode, LiveEvent, ServerMessage};
 
 use super::{ReceiptState, notify_online, post, record_receipt, store, writable};
 use crate::AppState;
@@ -38,22 +38,10 @@ impl TypingThrottle {
     }
 }
 
-/// The socket's `error` message for a refused chat request.
-fn error(e: &AppError, reference: Option<String>) -> Value {
-    let code = match e.status().as_u16() {
-        403 => "forbidden",
-        404 => "not_found",
-        409 => "closed",
-        422 => "invalid",
-        _ => "server_error",
-    };
-    let detail = if e.status().is_server_error() {
-        tracing::error!(error = %e, "ws: chat");
-        "the server failed to handle this; send it again".to_string()
-    } else {
-        e.to_string()
-    };
-    json!({"type": "error", "code": code, "detail": detail, "ref": reference})
+/// The socket's `error` message for a refused chat request (a 409 here is a closed
+/// conversation).
+fn error(e: &AppError, reference: Option<String>) -> ServerMessage {
+    e.to_socket(ErrorCode::Closed, reference)
 }
 
 /// `chat_send`: stores the message, fans it out, and answers `chat_ack` once it is committed.
@@ -64,16 +52,19 @@ pub async fn send(
     conversation_id: i64,
     client_id: &str,
     body: &str,
-) -> Value {
+) -> ServerMessage {
     let stored = match writable(state, actor, conversation_id).await {
         Ok(_) => post(state, conversation_id, actor.user_id, client_id, body).await,
         Err(e) => Err(e),
     };
     match stored {
-        Ok((m, duplicate)) => {
-            json!({"type": "chat_ack", "ref": reference, "conversation_id": conversation_id,
-            "seq": m.seq, "client_id": m.client_id, "duplicate": duplicate})
-        }
+        Ok((m, duplicate)) => ServerMessage::ChatAck {
+            reference,
+            conversation_id,
+            seq: m.seq,
+            client_id: m.client_id,
+            duplicate,
+        },
         Err(e) => error(&e, reference),
     }
 }
@@ -87,9 +78,13 @@ pub async fn receipt(
     conversation_id: i64,
     seq: i64,
     step: ReceiptState,
-) -> Option<Value> {
+) -> Option<ServerMessage> {
     match record_receipt(state, actor, conversation_id, seq, step).await {
-        Ok(_) => reference.map(|r| json!({"type": "ack", "ref": r})),
+        Ok(_) => reference.map(|r| ServerMessage::Ack {
+            reference: Some(r),
+            accepted: None,
+            duplicates: None,
+        }),
         Err(e) => Some(error(&e, reference)),
     }
 }
@@ -101,7 +96,7 @@ pub async fn typing(
     actor: &Actor,
     throttle: &mut TypingThrottle,
     conversation_id: i64,
-) -> Option<Value> {
+) -> Option<ServerMessage> {
     let s = match writable(state, actor, conversation_id).await {
         Ok(s) => s,
         Err(e) => return Some(error(&e, None)),
@@ -111,8 +106,11 @@ pub async fn typing(
     }
     let sent = async {
         let name = store::name_of(&state.db, actor.user_id).await?;
-        let event = json!({"type": "event", "event": "typing", "conversation_id": conversation_id,
-            "user_id": actor.user_id, "name": name});
+        let event = ServerMessage::Event(LiveEvent::Typing {
+            conversation_id,
+            user_id: actor.user_id,
+            name,
+        });
         notify_online(state, conversation_id, Some(actor.user_id), &event).await
     }
     .await;

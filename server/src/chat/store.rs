@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{ChatMessage, Conversation, Kind, Participant};
 use crate::db::{Db, now_ms};
 use crate::error::{AppError, AppResult, is_unique_violation};
+use crate::policy::Actor;
 use crate::{in_tx, on_reader, on_writer};
 
 /// What the policy needs to know about a conversation and one person in it.
@@ -71,22 +72,23 @@ pub async fn load(db: &Db, id: i64, viewer: i64) -> AppResult<Conversation> {
     row.ok_or_else(|| not_found(id))
 }
 
-/// The conversations `viewer` takes part in (as a member, or as an operator of `operator_of`
-/// for SOS chats), open ones first, newest first.
-pub async fn list_mine(
-    db: &Db,
-    viewer: i64,
-    operator_of: Option<i64>,
-    limit: i64,
-) -> AppResult<Vec<Conversation>> {
+/// The conversations `viewer` takes part in (as a member, or by role in SOS chats, as the
+/// policy's SOS chat participants say), open ones first, newest first.
+pub async fn list_mine(db: &Db, viewer: &Actor, limit: i64) -> AppResult<Vec<Conversation>> {
+    let reach = crate::policy::sos_chat_participants();
     let sql = format!(
-        "{CONVERSATION_SELECT} WHERE COALESCE(m.listed, FALSE) OR (c.kind = 'sos' AND c.org_id = $2) \
-         ORDER BY c.closed_at IS NULL DESC, c.id DESC LIMIT $3"
+        "{CONVERSATION_SELECT} WHERE COALESCE(m.listed, FALSE) OR (c.kind = 'sos' AND ($2 OR c.org_id = $3)) \
+         ORDER BY c.closed_at IS NULL DESC, c.id DESC LIMIT $4"
     );
-    // No organisation has id 0: a person who operates nowhere matches no SOS chat.
+    // No organisation has id 0: a person whose roles reach no SOS chat matches none.
+    let own_org = if reach.reaches(viewer, viewer.org_id) {
+        viewer.org_id
+    } else {
+        0
+    };
     Ok(
         on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(viewer).bind(operator_of.unwrap_or(0)).bind(limit).fetch_all(pool).await?),
+        .bind(viewer.user_id).bind(reach.reaches_every_org(viewer)).bind(own_org).bind(limit).fetch_all(pool).await?),
     )
 }
 
@@ -106,21 +108,43 @@ pub async fn list_org(
     )
 }
 
-/// Listed members and, for an SOS chat, the active operators of its organisation.
-/// The operators are found from the role (a few people), never by walking the organisation
-/// (tens of thousands): `CROSS JOIN` makes SQLite keep that order, which its planner, without
+/// Active people who take part in SOS chat `$1` by role without being listed: those the
+/// policy's SOS chat participants reach (`$2`: roles within the chat's organisation, `$3`: roles
+/// in every organisation, JSON arrays of names), each with one role they take part by.
+/// They are found from the role (a few people), never by walking the organisation (tens of
+/// thousands): `CROSS JOIN` makes SQLite keep that order, which its planner, without
 /// statistics, would not choose.
-const PARTICIPANT_IDS: &str = "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND listed \
-    UNION SELECT u.id FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
-    WHERE r.role = 'operator' AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' AND u.org_id = c.org_id";
+fn by_role_sql(db: &Db) -> String {
+    // Two branches rather than an OR, so each finds its roles through the role index.
+    format!(
+        "SELECT user_id, MIN(role) AS role FROM ( \
+           SELECT u.id AS user_id, r.role AS role FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
+           WHERE r.role IN ({}) AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' AND u.org_id = c.org_id \
+           UNION ALL \
+           SELECT u.id, r.role FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
+           WHERE r.role IN ({}) AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' \
+         ) AS held GROUP BY user_id",
+        db.json_texts(2),
+        db.json_texts(3)
+    )
+}
 
 /// Everyone who takes part in a conversation: who gets its messages.
 pub async fn participant_ids(db: &Db, conversation_id: i64) -> AppResult<Vec<i64>> {
-    Ok(on_reader!(db, pool => sqlx::query_scalar(PARTICIPANT_IDS)
-        .bind(conversation_id).fetch_all(pool).await?))
+    let reach = crate::policy::sos_chat_participants();
+    let sql = format!(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND listed \
+         UNION SELECT user_id FROM ({}) AS by_role",
+        by_role_sql(db)
+    );
+    Ok(
+        on_reader!(db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(conversation_id).bind(reach.own_org_json()).bind(reach.every_org_json()).fetch_all(pool).await?),
+    )
 }
 
-/// Everyone who takes part, with their receipts, by name.
+/// Everyone who takes part, with their receipts, by name: listed members (`via` is `member`),
+/// then those taking part by role (`via` is the role).
 pub async fn participants(db: &Db, conversation_id: i64) -> AppResult<Vec<Participant>> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -130,17 +154,20 @@ pub async fn participants(db: &Db, conversation_id: i64) -> AppResult<Vec<Partic
         last_delivered_seq: i64,
         last_read_seq: i64,
     }
-    let rows: Vec<Row> = on_reader!(db, pool => sqlx::query_as(
+    let reach = crate::policy::sos_chat_participants();
+    let sql = format!(
         "SELECT m.user_id, u.name, 'member' AS via, m.last_delivered_seq, m.last_read_seq \
          FROM conversation_members m JOIN users u ON u.id = m.user_id WHERE m.conversation_id = $1 AND m.listed \
          UNION ALL \
-         SELECT u.id, u.name, 'operator', COALESCE(m.last_delivered_seq, 0), COALESCE(m.last_read_seq, 0) \
-         FROM user_roles r CROSS JOIN users u CROSS JOIN conversations c \
-         LEFT JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = u.id \
-         WHERE r.role = 'operator' AND u.id = r.user_id AND u.active AND c.id = $1 AND c.kind = 'sos' \
-           AND u.org_id = c.org_id AND NOT COALESCE(m.listed, FALSE) \
-         ORDER BY 2, 1")
-        .bind(conversation_id).fetch_all(pool).await?);
+         SELECT u.id, u.name, b.role, COALESCE(m.last_delivered_seq, 0), COALESCE(m.last_read_seq, 0) \
+         FROM ({}) AS b JOIN users u ON u.id = b.user_id \
+         LEFT JOIN conversation_members m ON m.conversation_id = $1 AND m.user_id = u.id \
+         WHERE NOT COALESCE(m.listed, FALSE) \
+         ORDER BY 2, 1",
+        by_role_sql(db)
+    );
+    let rows: Vec<Row> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(conversation_id).bind(reach.own_org_json()).bind(reach.every_org_json()).fetch_all(pool).await?);
     Ok(rows
         .into_iter()
         .map(|r| Participant {

@@ -5,15 +5,16 @@
 //! Seeding is idempotent: a database that already holds the demo is reused as it is.
 
 use serde::Serialize;
-use vigil_geofences::{AreaKind, SecurityLevel, Shape};
+use vigil_geofences::{AreaKind, Fix, SecurityLevel, Shape, SubjectId};
 
 use crate::AppState;
-use crate::areas::{AreaInput, save};
+use crate::areas::{AreaInput, save, write_tracker};
 use crate::auth::password;
 use crate::db::now_ms;
 use crate::duty_stations::NewDutyStation;
 use crate::orgs::NewOrganisation;
 use crate::policy::Role;
+use crate::positions::Subject;
 use crate::users::NewPerson;
 use crate::users::store::insert_person;
 use crate::{in_tx, on_reader};
@@ -216,6 +217,9 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
     let mut rng = Lcg(0x5EED_2026);
     let now = now_ms();
     let mut staff = Vec::new();
+    // What the tracker must hold once the rows are in: the server loaded it from storage
+    // before the demo existed, so a first start would otherwise target nobody.
+    let mut fixes: Vec<(SubjectId, Fix)> = Vec::new();
     for i in 0..36usize {
         let org_id = if i % 3 == 0 { hhs.id } else { rca.id };
         let si = i % STATIONS.len();
@@ -245,13 +249,15 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
             let lat = s.lat + (rng.next() - 0.5) * 0.05;
             let lon = s.lon + (rng.next() - 0.5) * 0.05;
             let at = now - (rng.next() * 4.0 * 3_600_000.0) as i64;
+            let accuracy_m = 5.0 + rng.next() * 30.0;
             for table in ["last_positions", "position_history"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO {table} (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) \
                      VALUES ('user', $1, $2, $3, $4, $5, $5, 'demo')")))
-                    .bind(id).bind(lat).bind(lon).bind(5.0 + rng.next() * 30.0).bind(at)
+                    .bind(id).bind(lat).bind(lon).bind(accuracy_m).bind(at)
                     .execute(&mut *tx).await?;
             }
+            fixes.push((Subject::User(*id).tracker_id(), Fix { lon, lat, accuracy_m: Some(accuracy_m), at_ms: at }));
         }
         let assets = [
             (rca.id, "vehicle", "RCA Land Cruiser JUB-01", "SSD-4471", 0usize),
@@ -265,12 +271,23 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
                 "INSERT INTO assets (org_id, kind, name, identifier, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
                 .bind(org_id).bind(kind).bind(name).bind(ident).bind(now).fetch_one(&mut *tx).await?;
             let s = &STATIONS[si];
+            let fix = Fix { lon: s.lon - 0.003, lat: s.lat + 0.004, accuracy_m: Some(10.0), at_ms: now - 600_000 };
             sqlx::query("INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) \
-                         VALUES ('asset', $1, $2, $3, 10.0, $4, $4, 'demo')")
-                .bind(id).bind(s.lat + 0.004).bind(s.lon - 0.003).bind(now - 600_000).execute(&mut *tx).await?;
+                         VALUES ('asset', $1, $2, $3, $4, $5, $5, 'demo')")
+                .bind(id).bind(fix.lat).bind(fix.lon).bind(fix.accuracy_m).bind(fix.at_ms).execute(&mut *tx).await?;
+            fixes.push((Subject::Asset(id).tracker_id(), fix));
         }
         tx.commit().await?;
     });
+    {
+        let mut tracker = write_tracker(&state.tracker);
+        for (subject, fix) in fixes {
+            // Seeded fixes are in range by construction; a refusal would only drop one dot.
+            if let Err(e) = tracker.update(subject, fix) {
+                tracing::warn!(subject, error = %e, "demo position not tracked");
+            }
+        }
+    }
     tracing::info!("demo data seeded");
     Ok(logins)
 }

@@ -2,10 +2,14 @@
 //! follow areas by hand; operators see the last known positions they may see, and every such
 //! read is logged for the person to read back.
 
+pub mod access_log;
 pub mod writer;
 
-use std::collections::HashSet;
 
+use vigil_protocol::{
+    GeofenceEvent, LiveEvent, PositionEvent, ServerMessage, SubjectKind,
+    Transition as WireTransition,
+};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +20,7 @@ use vigil_geofences::{Fix, SubjectId, Transition};
 use crate::areas::read_tracker;
 use crate::db::{Db, Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Query};
-use crate::policy::{Action, Actor, Role, authorize};
+use crate::policy::{Action, Actor, listing_scope};
 use crate::{AppState, in_tx, on_reader, on_writer};
 pub use writer::{PositionWriter, StoredFix, WriteError};
 
@@ -59,19 +63,8 @@ impl Subject {
     }
 }
 
-/// One fix as a phone sends it.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FixIn {
-    /// Latitude, degrees.
-    pub lat: f64,
-    /// Longitude, degrees.
-    pub lon: f64,
-    /// Accuracy radius in metres (the device's 68 % circle).
-    pub accuracy_m: Option<f64>,
-    /// When the device took the fix (RFC 3339).
-    pub recorded_at: Timestamp,
-}
+/// One fix as a phone sends it (the protocol's type: the socket and HTTP take the same fix).
+pub use vigil_protocol::Fix as FixIn;
 
 /// Body of `POST /positions`: fixes buffered on the phone, in any order.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -334,7 +327,7 @@ pub async fn accept(
     let newest = fixes.iter().copied().max_by_key(|f| f.recorded_at);
     let recorded = state.positions.record(subject, source, fixes).await?;
     let transitions = describe(state, &recorded.transitions);
-    let (kind, id) = subject.key();
+    let (_, id) = subject.key();
     let about_user = matches!(subject, Subject::User(_)).then_some(id);
     if !state.hub.watched(org_id) {
         return Ok((recorded, transitions));
@@ -344,19 +337,41 @@ pub async fn accept(
             .last_fix(subject.tracker_id())
             .is_some_and(|f| f.at_ms == n.recorded_at)
     });
+    let subject_kind = match subject {
+        Subject::User(_) => SubjectKind::User,
+        Subject::Asset(_) => SubjectKind::Asset,
+    };
     if let Some(f) = is_latest {
-        let event = serde_json::json!({
-            "type": "event", "event": "position", "subject": kind, "id": id, "org_id": org_id,
-            "lat": f.lat, "lon": f.lon, "accuracy_m": f.accuracy_m, "recorded_at": Timestamp(f.recorded_at),
+        let event = LiveEvent::Position(PositionEvent {
+            subject: subject_kind,
+            id,
+            org_id,
+            lat: f.lat,
+            lon: f.lon,
+            accuracy_m: f.accuracy_m,
+            recorded_at: Timestamp(f.recorded_at),
         });
-        state.hub.publish(org_id, about_user, &event);
+        state
+            .hub
+            .publish_position(org_id, about_user, &ServerMessage::Event(event));
     }
     for t in &transitions {
-        let event = serde_json::json!({
-            "type": "event", "event": "geofence", "transition": t.event, "subject": kind, "id": id,
-            "org_id": org_id, "area_id": t.area_id, "area_name": t.name, "at": t.at,
+        let event = LiveEvent::Geofence(GeofenceEvent {
+            transition: if t.event == "entered" {
+                WireTransition::Entered
+            } else {
+                WireTransition::Left
+            },
+            subject: subject_kind,
+            id,
+            org_id,
+            area_id: t.area_id,
+            area_name: t.name.clone(),
+            at: t.at,
         });
-        state.hub.publish(org_id, about_user, &event);
+        state
+            .hub
+            .publish_position(org_id, about_user, &ServerMessage::Event(event));
     }
     Ok((recorded, transitions))
 }
@@ -398,6 +413,10 @@ pub fn transition_note(
 
 /// Describes transitions with the areas' names and levels.
 pub fn describe(state: &AppState, transitions: &[(i64, Transition)]) -> Vec<AreaTransition> {
+    // Most fixes cross nothing: no lock for them.
+    if transitions.is_empty() {
+        return Vec::new();
+    }
     let t = read_tracker(&state.tracker);
     transitions
         .iter()
@@ -544,16 +563,56 @@ async fn set_followed(
     Ok(Json(FollowedAreas { area_ids: ids }))
 }
 
+/// A person or asset the caller may see, with their stored last position if there is one.
 #[derive(sqlx::FromRow)]
 struct LastRow {
     subject_kind: String,
     subject_id: i64,
     name: String,
     org_id: i64,
-    lat: f64,
-    lon: f64,
+    lat: Option<f64>,
+    lon: Option<f64>,
     accuracy_m: Option<f64>,
-    recorded_at: i64,
+    recorded_at: Option<i64>,
+}
+
+impl LastRow {
+    /// The row as operators see it, with the newer of the stored and the tracked position;
+    /// `None` without a position, with one older than `min_time`, or outside `area`.
+    fn view(
+        self,
+        t: &vigil_geofences::Tracker,
+        area: Option<i64>,
+        min_time: i64,
+    ) -> Option<PositionView> {
+        let subject = Subject::from_key(&self.subject_kind, self.subject_id)?;
+        let tid = subject.tracker_id();
+        let stored = match (self.lat, self.lon, self.recorded_at) {
+            (Some(lat), Some(lon), Some(at)) => Some((lat, lon, self.accuracy_m, at)),
+            _ => None,
+        };
+        let tracked = t.last_fix(tid).map(|f| (f.lat, f.lon, f.accuracy_m, f.at_ms));
+        let (lat, lon, accuracy_m, at) = match (stored, tracked) {
+            (Some(s), Some(m)) if m.3 > s.3 => m,
+            (Some(s), _) => s,
+            (None, m) => m?,
+        };
+        let areas = t.areas_of(tid).unwrap_or_default();
+        if at < min_time || area.is_some_and(|a| areas.binary_search(&a).is_err()) {
+            return None;
+        }
+        Some(PositionView {
+            subject: self.subject_kind,
+            id: self.subject_id,
+            name: self.name,
+            org_id: self.org_id,
+            lat,
+            lon,
+            accuracy_m,
+            recorded_at: Timestamp(at),
+            area_ids: areas.to_vec(),
+        })
+    }
 }
 
 /// Last known positions of the people and assets the caller may see; each person's read is
@@ -565,59 +624,43 @@ async fn list(
     actor: Actor,
     Query(q): Query<PositionQuery>,
 ) -> AppResult<Json<Vec<PositionView>>> {
-    let all = actor.system_admin || actor.has(Role::Oversight);
-    let org = match q.org_id {
-        Some(org) => Some(org),
-        None if all => None,
-        None => Some(actor.org_id),
-    };
-    authorize(&actor, Action::ViewPositions { org_id: org })?;
-    // Last positions are written behind; this makes every acknowledged fix visible below.
+    let org = listing_scope(&actor, q.org_id, |org_id| Action::ViewPositions { org_id })?;
+    // Positions come from the tracker, which the writer moves before it acknowledges a fix, so
+    // every acknowledged fix shows without flushing `last_positions` (written behind every
+    // `position_flush_ms`) and without waiting behind the writer's queue. The table still counts
+    // for what it holds and memory does not (positions stored by other means, e.g. seeded); of
+    // the two the newer wins, which is what a flush would leave there.
     state.positions.flush().await?;
     let min_time = q
         .max_age_secs
         .map_or(i64::MIN, |s| now_ms() - s.max(0).saturating_mul(1000));
     let rows: Vec<LastRow> = on_reader!(&state.db, pool => sqlx::query_as(
-        "SELECT lp.subject_kind, lp.subject_id, u.name, u.org_id, lp.lat, lp.lon, lp.accuracy_m, lp.recorded_at \
-         FROM last_positions lp JOIN users u ON lp.subject_kind = 'user' AND u.id = lp.subject_id \
-         WHERE u.location_mode = 'tracking' AND u.active AND ($1 IS NULL OR u.org_id = $1) AND lp.recorded_at >= $2 \
+        "SELECT 'user' AS subject_kind, u.id AS subject_id, u.name, u.org_id, lp.lat, lp.lon, lp.accuracy_m, lp.recorded_at \
+         FROM users u LEFT JOIN last_positions lp ON lp.subject_kind = 'user' AND lp.subject_id = u.id \
+         WHERE u.location_mode = 'tracking' AND u.active AND ($1 IS NULL OR u.org_id = $1) \
          UNION ALL \
-         SELECT lp.subject_kind, lp.subject_id, a.name, a.org_id, lp.lat, lp.lon, lp.accuracy_m, lp.recorded_at \
-         FROM last_positions lp JOIN assets a ON lp.subject_kind = 'asset' AND a.id = lp.subject_id \
-         WHERE a.active AND ($1 IS NULL OR a.org_id = $1) AND lp.recorded_at >= $2")
-        .bind(org).bind(min_time).fetch_all(pool).await?);
-    let views: Vec<PositionView> = {
+         SELECT 'asset' AS subject_kind, a.id AS subject_id, a.name, a.org_id, lp.lat, lp.lon, lp.accuracy_m, lp.recorded_at \
+         FROM assets a LEFT JOIN last_positions lp ON lp.subject_kind = 'asset' AND lp.subject_id = a.id \
+         WHERE a.active AND ($1 IS NULL OR a.org_id = $1)")
+        .bind(org).fetch_all(pool).await?);
+    if let Some(area) = q.area_id
+        && read_tracker(&state.tracker).areas().get(area).is_none()
+    {
+        return Err(AppError::NotFound(format!("area {area} does not exist")));
+    }
+    // A read lock per `LOOKUPS_PER_LOCK` subjects, not one for the whole organisation: the
+    // position writer waits for readers, and readers behind it wait too.
+    const LOOKUPS_PER_LOCK: usize = 4_096;
+    let mut views: Vec<PositionView> = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
         let t = read_tracker(&state.tracker);
-        let inside: Option<HashSet<SubjectId>> = match q.area_id {
-            Some(area) => {
-                if t.areas().get(area).is_none() {
-                    return Err(AppError::NotFound(format!("area {area} does not exist")));
-                }
-                Some(t.members_of(area).into_iter().collect())
-            }
-            None => None,
-        };
-        rows.into_iter()
-            .filter_map(|r| {
-                let subject = Subject::from_key(&r.subject_kind, r.subject_id)?;
-                let tid = subject.tracker_id();
-                if inside.as_ref().is_some_and(|set| !set.contains(&tid)) {
-                    return None;
-                }
-                Some(PositionView {
-                    subject: r.subject_kind,
-                    id: r.subject_id,
-                    name: r.name,
-                    org_id: r.org_id,
-                    lat: r.lat,
-                    lon: r.lon,
-                    accuracy_m: r.accuracy_m,
-                    recorded_at: Timestamp(r.recorded_at),
-                    area_ids: t.areas_of(tid).map(<[i64]>::to_vec).unwrap_or_default(),
-                })
-            })
-            .collect()
-    };
+        views.extend(
+            rows.by_ref()
+                .take(LOOKUPS_PER_LOCK)
+                .filter_map(|r| r.view(&t, q.area_id, min_time)),
+        );
+    }
     let people: Vec<i64> = views
         .iter()
         .filter(|v| v.subject == "user")
@@ -649,6 +692,12 @@ async fn access_log(
     State(state): State<AppState>,
     actor: Actor,
 ) -> AppResult<Json<Vec<AccessEntry>>> {
+    // Live-feed reads are written behind: the person sees every one up to now.
+    state
+        .access_log
+        .flush()
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
     let rows = on_reader!(&state.db, pool => sqlx::query_as(
         "SELECT l.at, l.viewer_id, u.name AS viewer_name, u.org_id AS viewer_org_id, l.purpose \
          FROM location_access_log l JOIN users u ON u.id = l.viewer_id \

@@ -18,8 +18,17 @@
 //! group but every `position_flush_ms`, from the subjects moved since the last flush; the
 //! tracker in memory is always current. A crash therefore loses at most that many
 //! milliseconds of `last_positions` updates, and [`replay_unflushed`] restores them from the
-//! history at the next start, so no acknowledged fix is missing there either. Readers of the
-//! table (the operator view) ask for a [`PositionWriter::flush`] first; shutdown flushes too.
+//! history at the next start, so no acknowledged fix is missing there either. The operator
+//! view reads positions from the tracker, so it needs no flush; a retention purge and shutdown
+//! flush first.
+//!
+//! The tracker is shared with every request that reads it (previews, the operator view,
+//! targeting) behind a std `RwLock`, so the writer never holds it for a whole group: it moves
+//! subjects [`FIXES_PER_LOCK`] fixes at a time, working out each chunk's geometry under the
+//! read lock ([`Tracker::prepare`]) and storing the result under the write lock
+//! ([`Tracker::apply`]: bookkeeping only), and yields to the runtime between chunks. The order
+//! is unchanged: chunks are applied in commit order and a mode switch still waits for the
+//! whole group, because both pass through this one task.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,10 +36,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
-use vigil_geofences::{Fix, Transition};
+use vigil_geofences::{Fix, SubjectId, Transition};
 
 use super::Subject;
-use crate::areas::{SharedTracker, write_tracker};
+use crate::areas::{SharedTracker, read_tracker, write_tracker};
 use crate::db::{Db, now_ms};
 use crate::live::Hub;
 use crate::{in_tx, on_writer};
@@ -45,6 +54,11 @@ const MAX_GROUP_FIXES: usize = 131_072;
 /// Rows per multi-row statement: at 8 parameters a row this stays far below SQLite's 32,766
 /// and PostgreSQL's 65,535 bound parameters.
 const ROWS_PER_STATEMENT: usize = 2048;
+/// Most fixes moved in the tracker per lock acquisition. At 2.6 µs a fix (BENCHMARKS.md: a
+/// million subjects, every country) a chunk's geometry is under 1 ms, and it runs under the
+/// read lock; the write lock that follows only stores it. So a reader never waits for more
+/// than one chunk's bookkeeping, and this task gives the runtime thread back every chunk.
+const FIXES_PER_LOCK: usize = usize::MAX;
 /// History received this long before the newest flushed fix is replayed too at start-up, in
 /// case the clock stepped back while fixes were waiting to be flushed.
 const REPLAY_SLACK_MS: i64 = 10_000;
@@ -230,28 +244,42 @@ impl Latest {
     }
 }
 
-/// Upserts a slice of [`LastRow`]s into `last_positions` inside `$tx`; the newest fix time wins.
-macro_rules! upsert_latest {
-    ($tx:ident, $rows:expr) => {
-        for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ",
-            );
-            qb.push_values(chunk, |mut row, r: &LastRow<'_>| {
-                let (kind, id) = r.subject.key();
-                row.push_bind(kind).push_bind(id).push_bind(r.fix.lat).push_bind(r.fix.lon)
-                    .push_bind(r.fix.accuracy_m).push_bind(r.fix.recorded_at).push_bind(r.received_at)
-                    .push_bind(r.source);
-            });
-            qb.push(
-                " ON CONFLICT (subject_kind, subject_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, \
-                 accuracy_m = excluded.accuracy_m, recorded_at = excluded.recorded_at, \
-                 received_at = excluded.received_at, source = excluded.source \
-                 WHERE excluded.recorded_at > last_positions.recorded_at",
-            );
-            qb.build().persistent(false).execute(&mut *$tx).await?;
-        }
-    };
+/// Upserts rows into `last_positions`, a statement per [`ROWS_PER_STATEMENT`]; the newest fix
+/// time wins, so a late flush never overwrites a newer position.
+async fn upsert_latest<E, DB>(exec: &mut E, rows: &[LastRow<'_>]) -> Result<(), sqlx::Error>
+where
+    for<'e> &'e mut E: sqlx::Executor<'e, Database = DB>,
+    DB: sqlx::Database + sqlx::database::HasStatementCache,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB> + Default,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = sqlx::QueryBuilder::<DB>::new(
+            "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ",
+        );
+        qb.push_values(chunk, |mut row, r| {
+            let (kind, id) = r.subject.key();
+            row.push_bind(kind)
+                .push_bind(id)
+                .push_bind(r.fix.lat)
+                .push_bind(r.fix.lon)
+                .push_bind(r.fix.accuracy_m)
+                .push_bind(r.fix.recorded_at)
+                .push_bind(r.received_at)
+                .push_bind(r.source);
+        });
+        qb.push(
+            " ON CONFLICT (subject_kind, subject_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, \
+             accuracy_m = excluded.accuracy_m, recorded_at = excluded.recorded_at, \
+             received_at = excluded.received_at, source = excluded.source \
+             WHERE excluded.recorded_at > last_positions.recorded_at",
+        );
+        qb.build().persistent(false).execute(&mut *exec).await?;
+    }
+    Ok(())
 }
 
 struct Writer {
@@ -360,7 +388,9 @@ impl Writer {
         }
         // Fixes are answered after the group's geofence messages are stored, so a phone that
         // sees its ack can rely on the message about the area it entered being there too.
-        let (answers, notes) = self.move_subjects(group, &stored.existing, received);
+        let (answers, notes) = self
+            .move_subjects(group, &stored.existing, received)
+            .await;
         if let Err(e) = crate::live::send_many(&self.db, &self.hub, notes).await {
             // The fixes are stored; only the people's notices of crossings are missing.
             tracing::error!(error = %e, "storing geofence messages failed");
@@ -372,15 +402,21 @@ impl Writer {
 
     /// Applies a committed group to the tracker and the write-behind set; answers refused
     /// requests and returns the rest to be answered once their geofence messages are stored.
-    fn move_subjects(
+    async fn move_subjects(
         &mut self,
         group: Vec<RecordReq>,
         existing: &HashSet<(i64, i64)>,
         received: i64,
     ) -> (Vec<Answer>, Vec<crate::live::Note>) {
-        let mut t = write_tracker(&self.tracker);
-        let mut answers = Vec::with_capacity(group.len());
-        let mut notes = Vec::new();
+        struct Moving {
+            reply: Reply<Recorded>,
+            subject: Subject,
+            recorded: Recorded,
+        }
+        let mut moving: Vec<Moving> = Vec::with_capacity(group.len());
+        // Every fix of the group in order, and the request it came with.
+        let mut fixes: Vec<(SubjectId, Fix)> = Vec::new();
+        let mut owners: Vec<u32> = Vec::new();
         let mut claimed: HashSet<(i64, i64)> = HashSet::new();
         for req in group {
             if !is_tracked(&self.tracking, req.subject) {
@@ -413,42 +449,69 @@ impl Writer {
                     })
                     .or_insert(latest);
             }
-            let mut recorded = Recorded {
-                inserted,
-                transitions: Vec::new(),
-            };
+            let owner = u32::try_from(moving.len()).unwrap_or(u32::MAX);
             for f in &req.fixes {
-                let fix = Fix {
-                    lon: f.lon,
-                    lat: f.lat,
-                    accuracy_m: f.accuracy_m,
-                    at_ms: f.recorded_at,
-                };
+                fixes.push((
+                    tid,
+                    Fix {
+                        lon: f.lon,
+                        lat: f.lat,
+                        accuracy_m: f.accuracy_m,
+                        at_ms: f.recorded_at,
+                    },
+                ));
+                owners.push(owner);
+            }
+            moving.push(Moving {
+                reply: req.reply,
+                subject: req.subject,
+                recorded: Recorded {
+                    inserted,
+                    transitions: Vec::new(),
+                },
+            });
+        }
+
+        // Chunks under short locks, yielding between them (see FIXES_PER_LOCK). Not
+        // `spawn_blocking`: the work is split finely enough for a runtime thread, and a hand-off
+        // to another thread per group is the cost this writer is built to avoid; and not
+        // `block_in_place`, which would keep the write lock for the whole group (readers wait)
+        // and panics on a current-thread runtime.
+        let mut notes = Vec::new();
+        for (k, (chunk, owners)) in fixes
+            .chunks(FIXES_PER_LOCK)
+            .zip(owners.chunks(FIXES_PER_LOCK))
+            .enumerate()
+        {
+            if k > 0 {
+                tokio::task::yield_now().await;
+            }
+            let prepared = read_tracker(&self.tracker).prepare(chunk);
+            let results = write_tracker(&self.tracker).apply(prepared);
+            let mut crossings: Vec<(Subject, i64, Transition)> = Vec::new();
+            for ((result, (_, fix)), &owner) in results.into_iter().zip(chunk).zip(owners) {
                 // Positions were validated before they were queued.
-                if let Ok(changes) = t.update(tid, fix) {
-                    recorded.transitions.extend(
-                        changes
-                            .left
-                            .into_iter()
-                            .map(|a| (f.recorded_at, Transition::Left(a))),
-                    );
-                    recorded.transitions.extend(
-                        changes
-                            .entered
-                            .into_iter()
-                            .map(|a| (f.recorded_at, Transition::Entered(a))),
-                    );
+                let Ok(changes) = result else { continue };
+                let Some(m) = moving.get_mut(owner as usize) else {
+                    continue;
+                };
+                let at = fix.at_ms;
+                let left = changes.left.into_iter().map(Transition::Left);
+                for tr in left.chain(changes.entered.into_iter().map(Transition::Entered)) {
+                    m.recorded.transitions.push((at, tr));
+                    crossings.push((m.subject, at, tr));
                 }
             }
-            if let Subject::User(user_id) = req.subject {
-                notes.extend(
-                    recorded.transitions.iter().filter_map(|(at, tr)| {
-                        super::transition_note(t.areas(), user_id, *at, *tr)
-                    }),
-                );
+            if !crossings.is_empty() {
+                // The people's messages about this chunk's crossings, in the order they happened.
+                let t = read_tracker(&self.tracker);
+                notes.extend(crossings.into_iter().filter_map(|(subject, at, tr)| match subject {
+                    Subject::User(user_id) => super::transition_note(t.areas(), user_id, at, tr),
+                    Subject::Asset(_) => None,
+                }));
             }
-            answers.push((req.reply, recorded));
         }
+        let answers = moving.into_iter().map(|m| (m.reply, m.recorded)).collect();
         (answers, notes)
     }
 
@@ -497,7 +560,7 @@ impl Writer {
         }
         let pending: Vec<LastRow<'_>> = self.dirty.iter().map(|(s, l)| l.row(*s)).collect();
         in_tx!(&self.db, tx => {
-            upsert_latest!(tx, &pending);
+            upsert_latest(&mut *tx, &pending).await?;
             tx.commit().await?;
         });
         self.dirty.clear();
@@ -611,7 +674,7 @@ async fn expire(
     cutoff_ms: i64,
 ) -> Result<(u64, Vec<Subject>), sqlx::Error> {
     in_tx!(db, tx => {
-        upsert_latest!(tx, pending);
+        upsert_latest(&mut *tx, pending).await?;
         let n = sqlx::query("DELETE FROM position_history WHERE recorded_at < $1")
             .bind(cutoff_ms).execute(&mut *tx).await?.rows_affected();
         let gone: Vec<(String, i64)> = sqlx::query_as(
@@ -678,7 +741,7 @@ pub async fn replay_unflushed(db: &Db) -> Result<usize, sqlx::Error> {
         })
         .collect();
     in_tx!(db, tx => {
-        upsert_latest!(tx, &rows);
+        upsert_latest(&mut *tx, &rows).await?;
         tx.commit().await?;
     });
     Ok(rows.len())

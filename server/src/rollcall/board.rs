@@ -3,14 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use utoipa::ToSchema;
+use vigil_protocol::ServerMessage;
 
 use super::Counts;
 use crate::AppState;
 use crate::db::{Db, Timestamp, now_ms};
-use crate::error::AppResult;
 use crate::live::Hub;
 use crate::on_reader;
 
@@ -18,40 +15,9 @@ use crate::on_reader;
 /// "unreachable".
 const STATUS: &str = "CASE WHEN p.status = 'no_answer' AND p.delivered_at IS NULL THEN 'unreachable' ELSE p.status END";
 
-/// Where a roll-call stands.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Board {
-    /// People and dependants asked.
-    pub total: i64,
-    /// Answered safe (or accounted for as safe).
-    pub safe: i64,
-    /// Need help.
-    pub need_help: i64,
-    /// Received it and have not answered.
-    pub no_answer: i64,
-    /// Have not answered, and no device is known to have received it.
-    pub unreachable: i64,
-    /// The same counts per organisation id.
-    #[schema(value_type = Object)]
-    pub by_organisation: BTreeMap<i64, Counts>,
-    /// The same counts per area the people are in now (from their last known positions);
-    /// people without a known position are under `null`.
-    pub by_area: Vec<AreaCounts>,
-    /// When this was counted.
-    pub counted_at: Option<Timestamp>,
-}
-
-/// Counts of one area.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AreaCounts {
-    /// The area (`null`: no known position).
-    pub area_id: Option<i64>,
-    /// Its name.
-    pub name: String,
-    /// Counts by status.
-    #[schema(value_type = Object)]
-    pub counts: Counts,
-}
+/// Where a roll-call stands (the protocol's type: the live board and the REST answer are the
+/// same object, `by_area` included).
+pub use vigil_protocol::{AreaCounts, Board};
 
 fn add(board: &mut Board, status: &str, n: i64) {
     board.total += n;
@@ -92,15 +58,20 @@ pub async fn totals(db: &Db, id: i64) -> Result<(i64, Board), sqlx::Error> {
 }
 
 /// The whole board, with the per-area split from the people's current positions.
-pub async fn compute(state: &AppState, id: i64) -> AppResult<Board> {
-    let (_, mut board) = totals(&state.db, id).await?;
-    let rows: Vec<(i64, String)> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+/// Returns the organisation with it.
+pub async fn compute(
+    db: &Db,
+    tracker: &crate::areas::SharedTracker,
+    id: i64,
+) -> Result<(i64, Board), sqlx::Error> {
+    let (org, mut board) = totals(db, id).await?;
+    let rows: Vec<(i64, String)> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT p.user_id, {STATUS} AS s FROM rollcall_people p WHERE p.rollcall_id = $1")))
         .bind(id).fetch_all(pool).await?);
     let mut by_area: BTreeMap<Option<i64>, Counts> = BTreeMap::new();
     let mut names: BTreeMap<Option<i64>, String> = BTreeMap::new();
     {
-        let tracker = crate::areas::read_tracker(&state.tracker);
+        let tracker = crate::areas::read_tracker(tracker);
         for (user, status) in rows {
             let areas = tracker
                 .areas_of(user)
@@ -136,14 +107,17 @@ pub async fn compute(state: &AppState, id: i64) -> AppResult<Board> {
             counts,
         })
         .collect();
-    Ok(board)
+    Ok((org, board))
 }
 
 /// Pushes a board to the consoles following the organisation's operations.
 pub fn publish_to(hub: &Hub, org: i64, id: i64, board: &Board) {
-    hub.publish_alert_event(
+    hub.publish_operations(
         org,
-        &json!({"type": "rollcall_board", "rollcall_id": id, "board": board}),
+        &ServerMessage::RollcallBoard {
+            rollcall_id: id,
+            board: board.clone(),
+        },
     );
 }
 

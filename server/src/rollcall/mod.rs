@@ -19,8 +19,8 @@ mod answers;
 mod board;
 mod reminders;
 
-use std::collections::BTreeMap;
 
+use crate::live::{PersonSet, SetParam, store_for_set};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -274,7 +274,7 @@ pub async fn load(state: &AppState, id: i64) -> AppResult<Rollcall> {
     let row = load_row(&state.db, id).await?;
     let board = match &row.report {
         Some(frozen) => serde_json::from_str(frozen).unwrap_or_default(),
-        None => board::compute(state, id).await?,
+        None => board::compute(&state.db, &state.tracker, id).await?.1,
     };
     Ok(Rollcall {
         target: serde_json::from_str(&row.target).unwrap_or_default(),
@@ -426,7 +426,8 @@ async fn start(
         sqlx::query("UPDATE rollcalls SET people_count = (SELECT COUNT(*) FROM rollcall_people WHERE rollcall_id = $1) WHERE id = $1")
             .bind(id).execute(&mut *tx).await?;
         let payload = json!({"rollcall_id": id, "title": title, "message": message, "org_id": actor.org_id}).to_string();
-        let seqs = crate::store_messages_for_set!(tx, ints, &ids, KIND_ROLLCALL, &payload, now);
+        let set = PersonSet::new(ints.clone(), SetParam::Text(ids.clone()));
+        let seqs = store_for_set(&mut tx, &set, KIND_ROLLCALL, &payload, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(actor.org_id), "rollcall.start", &format!("rollcall:{id}"),
             &format!("{} people; {title}", audience.recipients.len())).await?;
         tx.commit().await?;
@@ -540,10 +541,13 @@ async fn close(
     authorize(&actor, Action::RunRollcall { org_id: row.org_id })?;
     // Answers already acknowledged are in; the writer refuses later ones once closed_at is set.
     state.answers.flush().await?;
-    let board = board::compute(&state, id).await?;
+    let board = board::compute(&state.db, &state.tracker, id).await?.1;
     let report = serde_json::to_string(&board).unwrap_or_default();
     let now = now_ms();
-    let set = "SELECT DISTINCT user_id FROM rollcall_people WHERE rollcall_id = $1";
+    let set = PersonSet::new(
+        "SELECT DISTINCT user_id FROM rollcall_people WHERE rollcall_id = $1",
+        SetParam::Int(id),
+    );
     let payload = json!({"rollcall_id": id, "closed_at": Timestamp(now)}).to_string();
     let seqs = in_tx!(&state.db, tx => {
         let changed = sqlx::query("UPDATE rollcalls SET closed_at = $2, closed_by = $3, report = $4 WHERE id = $1 AND closed_at IS NULL")
@@ -553,7 +557,7 @@ async fn close(
         }
         sqlx::query("UPDATE rollcall_people SET next_reminder_at = NULL WHERE rollcall_id = $1 AND next_reminder_at IS NOT NULL")
             .bind(id).execute(&mut *tx).await?;
-        let seqs = crate::store_messages_for_set!(tx, set, id, KIND_CLOSED, &payload, now);
+        let seqs = store_for_set(&mut tx, &set, KIND_CLOSED, &payload, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(row.org_id), "rollcall.close", &format!("rollcall:{id}"), &report).await?;
         tx.commit().await?;
         seqs
@@ -673,4 +677,4 @@ async fn mine(State(state): State<AppState>, actor: Actor) -> AppResult<Json<Vec
 }
 
 /// Counts by status, grouped as the board shows them.
-pub(crate) type Counts = BTreeMap<String, i64>;
+pub(crate) use vigil_protocol::Counts;

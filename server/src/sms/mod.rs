@@ -4,7 +4,9 @@
 //! by settings (URL, method, one auth header, a body template), `twilio` to Twilio's Messages
 //! API. [`Sms::send`] sends one text to one E.164 number and says what it cost in
 //! [`segments`]; its [`SmsError`] tells a permanent refusal (bad number, bad credentials: do not
-//! retry) from a transient failure (5xx, 429, timeout: retry later). Nothing here touches the
+//! retry) from a transient failure (5xx, 429, timeout: retry later). At most `sms_concurrency`
+//! texts are in flight to the gateway at once from a node, whoever sends them; the rest wait
+//! their turn instead of all leaving at once and being throttled. Nothing here touches the
 //! database: the alert ledger counts messages and segments per recipient.
 
 mod segments;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 pub use segments::{SmsEncoding, SmsSegments, segments};
 
@@ -33,6 +36,8 @@ pub struct Sms {
 
 struct Gateway {
     http: reqwest::Client,
+    /// Texts in flight to the gateway, at most `sms_concurrency`.
+    in_flight: Semaphore,
     from: String,
     kind: Provider,
 }
@@ -172,6 +177,7 @@ impl Sms {
         Ok(Sms {
             gateway: Some(Arc::new(Gateway {
                 http,
+                in_flight: Semaphore::new(settings.sms_concurrency.max(1)),
                 from: settings.sms_from.trim().to_string(),
                 kind,
             })),
@@ -211,11 +217,22 @@ impl Sms {
             Provider::Generic(g) => g.request(&gateway.http, &gateway.from, &to, text),
             Provider::Twilio(t) => t.request(&gateway.http, &gateway.from, &to, text),
         };
+        // Held until the answer is read: the gateway sees at most this many requests at once.
+        let permit = gateway
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SmsError::Transient {
+                status: None,
+                detail: "the SMS sender is closed".into(),
+                retry_after: None,
+            })?;
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         // Gateways answer small documents; a huge one is cut rather than held in memory.
         let body = read_capped(response, 64 * 1024).await;
+        drop(permit);
         if !status.is_success() {
             let twilio = matches!(gateway.kind, Provider::Twilio(_));
             return Err(classify(status, retry_after, &body, twilio));

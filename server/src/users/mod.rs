@@ -307,6 +307,8 @@ async fn update_person(
         return Err(AppError::Conflict("you cannot deactivate yourself".into()));
     }
     store::update_person(&state.db, user_id, &update, Some(actor.user_id)).await?;
+    // A deactivation revoked the sessions: their sockets close now.
+    state.hub.recheck(user_id);
     Ok(Json(store::load_person(&state.db, user_id).await?))
 }
 
@@ -323,6 +325,7 @@ async fn set_password(
     authorize(&actor, account_of(&state, user_id).await?)?;
     password::validate(&body.password)?;
     store::set_password(&state.db, user_id, body.password, None).await?;
+    state.hub.recheck(user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,5 +388,7 @@ async fn revoke_role(
     }
     .await;
     outcome?;
+    // Feeds the role allowed close now on every open socket of the person.
+    state.hub.recheck(user_id);
     Ok(Json(store::load_person(&state.db, user_id).await?))
 }

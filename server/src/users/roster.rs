@@ -205,6 +205,9 @@ async fn import(
         q.deactivate_missing.unwrap_or(false),
     )
     .await?;
+    // An import can deactivate people and change roles: every open socket re-reads its own.
+    // Imports are rare; a recheck is one session read per connection.
+    state.hub.recheck_all();
     Ok(Json(report))
 }
 

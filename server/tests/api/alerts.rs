@@ -183,7 +183,8 @@ on_both_databases! {
         let staff = srv.user(org, &[Role::Staff], false).await;
         let (mut console, _) = Ws::hello(&srv, &adviser, 0).await;
         console.send(json!({"type": "subscribe", "topic": "alerts"})).await;
-        assert_eq!(console.next_of("subscribed").await["topic"], "alerts");
+        // `alerts` is an older name of the operations feed: the answer gives the feed's name.
+        assert_eq!(console.next_of("subscribed").await["topic"], "operations");
         let (mut phone, _) = Ws::hello(&srv, &staff, 0).await;
         let sent = adviser.post("/api/v1/alerts", alert(json!({"everyone": true}))).await.expect(201);
         let id = sent["id"].as_i64().expect("id");
@@ -470,4 +471,34 @@ on_both_databases! {
         let stranger = srv.user(other, &[Role::Operator], false).await;
         stranger.get(&format!("/api/v1/alerts/{id}/cap.xml")).await.problem(403);
     }
+}
+
+/// The OpenAPI document says what `POST /alerts/preview` accepts: a bare target, as a client
+/// written from the document sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_accepts_the_body_its_openapi_document_describes() {
+    let srv = TestServer::start(crate::support::Backend::Sqlite)
+        .await
+        .expect("server");
+    let doc = srv.anon().get("/api/openapi.json").await.expect(200);
+    let body = &doc["paths"]["/api/v1/alerts/preview"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/Target", "{body}");
+    let target = &doc["components"]["schemas"]["Target"]["properties"];
+    for field in ["areas", "shapes", "organisations", "duty_stations", "roles", "everyone", "fresh_within_secs"] {
+        assert!(target.get(field).is_some(), "Target documents {field}");
+    }
+    let org = srv.org().await;
+    let adviser = srv.user(org, &[Role::Adviser], false).await;
+    srv.user(org, &[Role::Staff], false).await;
+    let preview = adviser
+        .post("/api/v1/alerts/preview", json!({"everyone": true, "fresh_within_secs": 600}))
+        .await
+        .expect(200);
+    assert_eq!(preview["fresh_within_secs"], 600);
+    // The body of POST /alerts is not what the preview takes, and says so.
+    let wrapped = adviser
+        .post("/api/v1/alerts/preview", json!({"target": {"everyone": true}}))
+        .await
+        .problem(422);
+    assert!(wrapped["detail"].as_str().expect("detail").contains("target"), "{wrapped}");
 }

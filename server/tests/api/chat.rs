@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use vigil_server::chat::{Kind, NewConversation};
-use vigil_server::policy::Role;
+use vigil_server::policy::{Action, Actor, Role, authorize};
 
 use crate::on_both_databases;
 use crate::support::{Client, TestServer};
@@ -287,6 +287,49 @@ on_both_databases! {
         strangers[0].get(&format!("/api/v1/conversations/{}", c + 1000)).await.problem(404);
         assert!(chats(&drain(&mut phone).await).is_empty(), "nothing from strangers reached the person");
         assert_eq!(seqs(&person.get(&messages(c)).await.expect(200)), vec![1, 2]);
+    }
+
+    // Who takes part in an SOS chat without being listed is found by a query on roles; the
+    // policy says who may write in it unlisted. Every role, of the chat's organisation and of
+    // another, alone or combined, is shown among its participants, lists it among their
+    // conversations and gets its messages exactly when the policy lets them write in it.
+    // System admins may write anywhere but are found by no role.
+    async fn an_sos_chat_takes_in_exactly_those_the_policy_lets_write_in_it_unlisted(srv: TestServer) {
+        let org = srv.org().await;
+        let other = srv.org().await;
+        let mut people = crate::sos::one_of_each_role(&srv, org).await;
+        people.extend(crate::sos::one_of_each_role(&srv, other).await);
+        let both = srv.user(org, &[Role::Adviser, Role::Operator], false).await;
+        let both_actor = Actor { user_id: both.user_id, org_id: org, roles: vec![Role::Adviser, Role::Operator], system_admin: false };
+        people.push((both, both_actor));
+        let admin = srv.user(org, &[Role::Staff], true).await;
+        let admin_actor = Actor { user_id: admin.user_id, org_id: org, roles: vec![Role::Staff], system_admin: true };
+        people.push((admin.clone(), admin_actor));
+        let person = srv.user(org, &[Role::Staff], false).await;
+        let case = person.post("/api/v1/sos", json!({})).await.expect(201);
+        let c = case["conversation_id"].as_i64().expect("the case's chat");
+        say(&person, c, "p-1", "I am in the white car by the market").await.expect(201);
+        let detail = admin.get(&format!("/api/v1/conversations/{c}")).await.expect(200);
+        let parts = detail["participants"].as_array().expect("participants").clone();
+        let via = |id: i64| parts.iter().find(|p| p["user_id"] == id).map(|p| p["via"].clone());
+        assert_eq!(via(person.user_id), Some(json!("member")));
+        let mut wrong = Vec::new();
+        for (client, actor) in &people {
+            let unlisted = Action::WriteConversation { org_id: org, sos: true, member: false };
+            let takes_part = !actor.system_admin && authorize(actor, unlisted).is_ok();
+            let shown = via(actor.user_id);
+            let lists_it = client.get("/api/v1/conversations").await.expect(200).as_array().expect("list").iter().any(|x| x["id"] == c);
+            let got = crate::sos::stored_messages(&srv, client).await.iter()
+                .filter(|m| m["kind"] == "chat" && m["payload"]["conversation_id"] == c).count();
+            let expected_via = takes_part.then(|| json!("operator"));
+            if shown != expected_via || lists_it != takes_part || got != usize::from(takes_part) {
+                wrong.push(format!("{:?} of {} (system admin: {}): shown as {shown:?}, lists it: {lists_it}, got {got} messages; the policy says {takes_part}",
+                    actor.roles, if actor.org_id == org { "the organisation" } else { "another" }, actor.system_admin));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert_eq!(parts.len(), 1 + people.iter().filter(|(_, a)| !a.system_admin && authorize(a, Action::WriteConversation { org_id: org, sos: true, member: false }).is_ok()).count(),
+            "each participant appears once: {parts:?}");
     }
 
     async fn receipts_only_move_forward_and_reach_the_sender(srv: TestServer) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fakes::FakePushService;
+use crate::fakes::{FakePushService, FakeSmsGateway, SMS_FROM, TWILIO_SID, TWILIO_TOKEN};
 use crate::support::{Client, PASSWORD, unique};
 use crate::ws::Ws;
 
@@ -497,6 +497,129 @@ async fn rollcall_answers_acknowledged_before_kill_9_are_all_counted() {
     println!(
         "kill -9 during a roll-call: {} of {PEOPLE} answers were acknowledged before the kill; all kept",
         acknowledged.len()
+    );
+    second.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_the_sms_fallback_texts_again_only_those_not_yet_answered() {
+    const PEOPLE: usize = 120;
+    const BOUND: usize = 4;
+    // An answer the gateway gave this long before the kill has certainly been recorded: the
+    // outcome is committed within one commit of the answer.
+    const RECORDED_WITHIN: Duration = Duration::from_secs(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (db, admin_email) = deployment(dir.path());
+    let sms = FakeSmsGateway::start().await;
+    // A gateway under load: 200 ms an answer, so the texts take seconds to go out.
+    sms.delay(Duration::from_millis(200));
+    let bound = BOUND.to_string();
+    let env = [
+        ("VIGIL_SMS_PROVIDER", "twilio"),
+        ("VIGIL_SMS_TWILIO_BASE_URL", sms.url.as_str()),
+        ("VIGIL_SMS_TWILIO_ACCOUNT_SID", TWILIO_SID),
+        ("VIGIL_SMS_TWILIO_AUTH_TOKEN", TWILIO_TOKEN),
+        ("VIGIL_SMS_FROM", SMS_FROM),
+        ("VIGIL_SMS_CONCURRENCY", bound.as_str()),
+        ("VIGIL_SMS_TIMEOUT_SECS", "2"),
+        ("VIGIL_PUSH_TIMEOUT_SECS", "2"),
+        ("VIGIL_ALERT_PUSH_AFTER_SECS", "1"),
+        ("VIGIL_ALERT_SMS_AFTER_SECS", "1"),
+    ];
+    let first = Vigil::start(&db, &env).await;
+    let admin = Client::at(&first.url).login(&admin_email, PASSWORD).await;
+    let org = organisation(&admin).await;
+    let adviser = person(&admin, &first.url, org, &["adviser"]).await;
+    // Field staff on feature phones: a number each, no app.
+    let numbers: Vec<String> = (0..PEOPLE).map(|i| format!("+25471{i:07}")).collect();
+    let mut roster = String::from("email,name,phone,roles\n");
+    for (i, number) in numbers.iter().enumerate() {
+        let email = format!("{}@crash.example", unique("field"));
+        roster.push_str(&format!("{email},Field officer {i},{number},staff\n"));
+    }
+    admin
+        .send_raw(
+            reqwest::Method::POST,
+            &format!("/api/v1/organisations/{org}/roster"),
+            "text/csv",
+            roster.into_bytes(),
+        )
+        .await
+        .expect(200);
+    let sent = adviser
+        .post(
+            "/api/v1/alerts",
+            json!({"translations": {"en": {"title": "Flooding", "body": "Move to high ground now."}},
+            "severity": "extreme", "target": {"roles": ["staff"]}}),
+        )
+        .await
+        .expect(201);
+    let id = sent["id"].as_i64().expect("id");
+    assert_eq!(sent["recipient_count"], PEOPLE);
+
+    // The server dies while the texts are going out.
+    sms.wait_for_answered(PEOPLE / 2, Duration::from_secs(120))
+        .await;
+    let killed_at = std::time::Instant::now();
+    first.kill_9();
+    let before = sms.received();
+    assert!(
+        before.len() < PEOPLE,
+        "the kill came before every text was sent"
+    );
+    let answered_long_before: Vec<String> = before
+        .iter()
+        .filter(|t| {
+            t.answered_at
+                .is_some_and(|at| at + RECORDED_WITHIN < killed_at)
+        })
+        .map(|t| t.to.clone())
+        .collect();
+
+    let second = Vigil::start(&db, &env).await;
+    // Everyone is texted in the end: the copies the kill caught in flight once their lease
+    // runs out, the rest at once.
+    sms.wait_for_each(&numbers, Duration::from_secs(120)).await;
+    let adviser = adviser.rebased(&second.url);
+    for _ in 0..600 {
+        let rows = adviser
+            .get(&format!("/api/v1/alerts/{id}/recipients"))
+            .await
+            .expect(200);
+        let rows = rows.as_array().expect("rows").clone();
+        if rows.len() == PEOPLE && rows.iter().all(|r| r["sms_segments"].as_i64() >= Some(1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let texts = sms.received();
+    let count = |number: &str| texts.iter().filter(|t| t.to == number).count();
+    for number in &numbers {
+        assert!(count(number) >= 1, "{number} was never texted");
+    }
+    for number in &answered_long_before {
+        assert_eq!(
+            count(number),
+            1,
+            "{number}: the gateway had answered before the kill, yet it was texted again"
+        );
+    }
+    let twice: Vec<&String> = numbers.iter().filter(|n| count(n) > 1).collect();
+    assert!(
+        twice.len() <= 2 * BOUND,
+        "{} people texted twice; at most the {BOUND} in flight (and those answered in the last commit) may be: {twice:?}",
+        twice.len()
+    );
+    assert!(
+        sms.most_in_flight() <= BOUND,
+        "the gateway saw {} texts at once",
+        sms.most_in_flight()
+    );
+    println!(
+        "kill -9 during the SMS fallback: {} of {PEOPLE} texts sent before the kill ({} answered over {RECORDED_WITHIN:?} before it); {} people texted twice",
+        before.len(),
+        answered_long_before.len(),
+        twice.len()
     );
     second.kill_9();
 }

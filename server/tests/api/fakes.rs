@@ -8,13 +8,15 @@
 //! `mailto:`/`https:` `sub`) and decrypts the aes128gcm body with the browser's private key.
 //! [`FakeSmsGateway`] speaks Twilio's Messages API (Basic auth, form fields, Twilio's error
 //! shape) and a generic JSON/form gateway (a bearer token). Either can be told to answer a
-//! chosen endpoint or number with 404, 410, 429, 500…, or (SMS) not to answer in time.
+//! chosen endpoint or number with 404, 410, 429, 500…, or (SMS) not to answer in time, and to
+//! take a while over every answer; both count the requests they are answering at once.
 
 #![allow(dead_code)] // each test module uses part of the API; the alert tests use the rest
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -105,6 +107,34 @@ async fn wait_until(notify: &Notify, timeout: Duration, mut ready: impl FnMut() 
     }
 }
 
+/// Requests a fake is answering right now, and the most it ever answered at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl InFlight {
+    /// Counts a request until the returned guard is dropped (when its handler returns).
+    fn enter(&self) -> InFlightGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Web Push
 // ------------------------------------------------------------------------------------------
@@ -190,6 +220,8 @@ struct PushShared {
     answers: Mutex<HashMap<String, u16>>,
     received: Mutex<Vec<PushReceived>>,
     rejected: Mutex<Vec<PushRejected>>,
+    delay: Mutex<Duration>,
+    in_flight: InFlight,
     notify: Notify,
 }
 
@@ -257,6 +289,16 @@ impl FakePushService {
         lock(&self.shared.answers).insert(endpoint.to_string(), status);
     }
 
+    /// From now on, every answer takes `delay` (a busy push service), so that messages overlap.
+    pub fn delay(&self, delay: Duration) {
+        *lock(&self.shared.delay) = delay;
+    }
+
+    /// The most messages the service was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.in_flight.most()
+    }
+
     /// Every well-formed message so far, in arrival order.
     pub fn received(&self) -> Vec<PushReceived> {
         lock(&self.shared.received).clone()
@@ -274,6 +316,23 @@ impl FakePushService {
     /// endpoint).
     pub fn rejected(&self) -> Vec<PushRejected> {
         lock(&self.shared.rejected).clone()
+    }
+
+    /// Waits until every endpoint of `endpoints` has received at least one well-formed message
+    /// (panics after `timeout`).
+    pub async fn wait_for_each(
+        &self,
+        endpoints: &[String],
+        timeout: Duration,
+    ) -> Vec<PushReceived> {
+        wait_until(&self.shared.notify, timeout, || {
+            let got = lock(&self.shared.received);
+            endpoints
+                .iter()
+                .all(|e| got.iter().any(|m| &m.endpoint == e))
+        })
+        .await;
+        self.received()
     }
 
     /// Waits until at least `n` well-formed messages arrived (panics after `timeout`).
@@ -296,6 +355,7 @@ async fn push_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _answering = shared.in_flight.enter();
     let path = format!("/push/{id}");
     let refuse = |status: StatusCode, reason: String| {
         lock(&shared.rejected).push(PushRejected {
@@ -350,6 +410,10 @@ async fn push_message(
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("cannot decrypt: {e}")),
     };
+    let delay = *lock(&shared.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let answered = lock(&shared.answers).get(&endpoint).copied().unwrap_or(201);
     lock(&shared.received).push(PushReceived {
         endpoint,
@@ -470,6 +534,8 @@ pub struct SmsReceived {
     pub text: String,
     /// The status the fake answered.
     pub answered: u16,
+    /// When the fake's handler returned its answer (`None` while it is still answering).
+    pub answered_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -479,6 +545,8 @@ struct SmsShared {
     received: Mutex<Vec<SmsReceived>>,
     rejected: Mutex<Vec<String>>,
     next_id: Mutex<u64>,
+    delay: Mutex<Duration>,
+    in_flight: InFlight,
     notify: Notify,
 }
 
@@ -552,9 +620,43 @@ impl FakeSmsGateway {
         lock(&self.shared.stalled).push(number.to_string());
     }
 
+    /// From now on, every answer takes `delay` (a gateway under load), so that texts overlap.
+    pub fn delay(&self, delay: Duration) {
+        *lock(&self.shared.delay) = delay;
+    }
+
+    /// The most texts the gateway was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.in_flight.most()
+    }
+
     /// Every well-formed text so far, in arrival order.
     pub fn received(&self) -> Vec<SmsReceived> {
         lock(&self.shared.received).clone()
+    }
+
+    /// Waits until at least `n` texts have been answered (panics after `timeout`).
+    pub async fn wait_for_answered(&self, n: usize, timeout: Duration) -> Vec<SmsReceived> {
+        wait_until(&self.shared.notify, timeout, || {
+            lock(&self.shared.received)
+                .iter()
+                .filter(|t| t.answered_at.is_some())
+                .count()
+                >= n
+        })
+        .await;
+        self.received()
+    }
+
+    /// Waits until every number of `numbers` has received at least one text (panics after
+    /// `timeout`).
+    pub async fn wait_for_each(&self, numbers: &[String], timeout: Duration) -> Vec<SmsReceived> {
+        wait_until(&self.shared.notify, timeout, || {
+            let got = lock(&self.shared.received);
+            numbers.iter().all(|n| got.iter().any(|t| &t.to == n))
+        })
+        .await;
+        self.received()
     }
 
     /// Every refused request so far (bad credentials, a missing field), with why.
@@ -587,11 +689,21 @@ impl SmsShared {
             .copied()
             .unwrap_or(success);
         let answered = text.answered;
-        lock(&self.received).push(text);
+        let index = {
+            let mut received = lock(&self.received);
+            received.push(text);
+            received.len() - 1
+        };
         self.notify.notify_waiters();
         if stalled {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
+        let delay = *lock(&self.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        lock(&self.received)[index].answered_at = Some(Instant::now());
+        self.notify.notify_waiters();
         answered
     }
 
@@ -640,6 +752,7 @@ async fn twilio_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _answering = shared.in_flight.enter();
     let expected = format!(
         "Basic {}",
         STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))
@@ -680,6 +793,7 @@ async fn twilio_message(
         from,
         text,
         answered: 0,
+        answered_at: None,
     };
     let answered = shared.accept(received, 201).await;
     let id = shared.next_id();
@@ -706,6 +820,7 @@ async fn generic_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _answering = shared.in_flight.enter();
     let authorization = header_text(&headers, header::AUTHORIZATION);
     if authorization.as_deref() != Some(format!("Bearer {GENERIC_TOKEN}").as_str()) {
         return shared.refuse(
@@ -757,6 +872,7 @@ async fn generic_message(
         from,
         text,
         answered: 0,
+        answered_at: None,
     };
     let answered = shared.accept(received, 200).await;
     let id = shared.next_id();

@@ -11,6 +11,7 @@ mod auth;
 mod bad_input;
 mod chat;
 mod crash;
+mod fallback_faults;
 mod health;
 mod ingest;
 mod people;

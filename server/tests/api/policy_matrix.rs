@@ -2,17 +2,24 @@
 //! organisation's data and on another organisation's. Allowed callers get the route's success
 //! status; everyone else gets a 403 problem (401 when not signed in). A route that appears in
 //! the OpenAPI document without a row here fails the test, so new routes cannot skip the policy.
+//!
+//! The same for the WebSocket's topics: every kind of caller subscribes to every topic of their
+//! own organisation and of another, over a real socket, and is answered `subscribed` or the
+//! error `forbidden`; a topic the server accepts without a row here fails the test. A role
+//! removed while subscribed takes the feed with it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use vigil_protocol::Topic;
 use vigil_server::db::Timestamp;
 use vigil_server::policy::Role;
 
 use crate::on_both_databases;
-use crate::support::{Client, PASSWORD, Resp, TestServer, unique};
+use crate::support::{Backend, Client, PASSWORD, Resp, TestServer, unique};
+use crate::ws::Ws;
 
 /// Who is calling. Everyone but the anonymous caller belongs to organisation A.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -516,6 +523,8 @@ fn table(w: &World) -> Vec<Row> {
         row(POST,   "/api/v1/ingest/osmand", "a session, no device credential", Query("?lat=4.85&lon=31.6".into()),
             Nothing, EVERYONE, 401),
         row(GET,    "/api/v1/ws", "a plain request, no upgrade", Plain, Nothing, EVERYONE, 400),
+        // The protocol's description is public, like the OpenAPI document.
+        row(GET,    "/api/v1/ws/schema.json", "the protocol's", Plain, Nothing, EVERYONE, 200),
         // Web push: everyone signed in registers and removes the subscriptions of their own
         // devices; there is no way to name anyone else's.
         row(GET,    "/api/v1/push/vapid-public-key", "the deployment's", Plain, Nothing, SIGNED_IN, 200),
@@ -786,4 +795,180 @@ on_both_databases! {
         assert!(wrong.is_empty(), "{} of {} attempts went wrong:\n{}", wrong.len(),
             rows.len() * world.callers.len(), wrong.join("\n"));
     }
+}
+
+/// Whose feed a topic row follows.
+#[derive(Clone, Copy, Debug)]
+enum FeedOf {
+    /// No `org_id`: one's own organisation, or every one for those who may follow all.
+    Default,
+    /// Organisation A, the callers' own.
+    A,
+    /// Organisation B.
+    B,
+}
+
+/// One row per WebSocket topic and whose feed it follows.
+struct TopicRow {
+    topic: &'static str,
+    feed: FeedOf,
+    allowed: &'static [Who],
+}
+
+/// Every topic, on A's feed (named or by default) and on B's. The operations feed carries alert
+/// delivery counts and roll-call boards, so it is allowed to whoever reads both; its old names
+/// are the same feed.
+#[rustfmt::skip]
+fn topic_table() -> Vec<TopicRow> {
+    let row = |topic, feed, allowed| TopicRow { topic, feed, allowed };
+    let mut rows = Vec::new();
+    for topic in TOPIC_NAMES {
+        rows.push(row(topic, FeedOf::Default, A_PERSONNEL_READERS));
+        rows.push(row(topic, FeedOf::A, A_PERSONNEL_READERS));
+        rows.push(row(topic, FeedOf::B, OVERSEERS));
+    }
+    rows
+}
+
+/// Every name a client may subscribe with: each topic's own, and the old names of operations.
+const TOPIC_NAMES: [&str; 4] = ["positions", "operations", "alerts", "rollcalls"];
+
+/// The topic a name subscribes to (an old name answers with the topic's own).
+fn topic_named(name: &str) -> Topic {
+    serde_json::from_value(json!(name)).unwrap_or_else(|e| panic!("{name:?} names no topic: {e}"))
+}
+
+/// The answer to a subscription: `subscribed` or an `error`, skipping live traffic.
+async fn answer(ws: &mut Ws) -> Value {
+    loop {
+        let m = ws.next().await;
+        if matches!(m["type"].as_str(), Some("subscribed" | "error" | "closed")) {
+            return m;
+        }
+    }
+}
+
+on_both_databases! {
+    async fn every_role_meets_every_topic_on_its_own_and_another_organisations_feed(srv: TestServer) {
+        let a = srv.org().await;
+        let b = srv.org().await;
+        let mut callers = Vec::new();
+        for (who, role) in [(Staff, Role::Staff), (Operator, Role::Operator), (Adviser, Role::Adviser),
+            (OrgAdmin, Role::OrgAdmin), (Oversight, Role::Oversight)] {
+            callers.push((who, srv.user(a, &[role], false).await));
+        }
+        callers.push((SystemAdmin, srv.user(a, &[Role::Staff], true).await));
+        let rows = topic_table();
+
+        // Every topic of the protocol has rows, and every row names a topic.
+        let covered: HashSet<Topic> = rows.iter().map(|r| topic_named(r.topic)).collect();
+        let topics: HashSet<Topic> = Topic::ALL.into_iter().collect();
+        assert_eq!(covered, topics, "topics of the protocol and topics the matrix checks");
+
+        let mut wrong = Vec::new();
+        for (who, client) in &callers {
+            // Skip the replay: the answers are what this socket is for.
+            let (mut ws, _) = Ws::hello(&srv, client, i64::MAX).await;
+            for row in &rows {
+                let org_id = match row.feed { FeedOf::Default => None, FeedOf::A => Some(a), FeedOf::B => Some(b) };
+                ws.send(json!({"type": "subscribe", "topic": row.topic, "org_id": org_id})).await;
+                let got = answer(&mut ws).await;
+                let allowed = row.allowed.contains(who);
+                // By default the feed is one's own organisation's, or every one's for those
+                // who may follow all.
+                let scope = match row.feed {
+                    FeedOf::Default if OVERSEERS.contains(who) => Value::Null,
+                    FeedOf::Default | FeedOf::A => json!(a),
+                    FeedOf::B => json!(b),
+                };
+                let ok = if allowed {
+                    got["type"] == "subscribed" && got["topic"] == topic_named(row.topic).as_str() && got["org_id"] == scope
+                } else {
+                    got["type"] == "error" && got["code"] == "forbidden"
+                };
+                if !ok {
+                    wrong.push(format!("{} on {:?} as {who:?}: expected {}, got {got}", row.topic, row.feed,
+                        if allowed { format!("subscribed to {scope}") } else { "forbidden".into() }));
+                }
+            }
+            // A name that is no topic is refused as such, not as forbidden.
+            ws.send(json!({"type": "subscribe", "topic": "everything"})).await;
+            let got = answer(&mut ws).await;
+            if got["code"] != "bad_message" {
+                wrong.push(format!("an unknown topic as {who:?}: expected bad_message, got {got}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{} of {} subscriptions went wrong:\n{}", wrong.len(),
+            (rows.len() + 1) * callers.len(), wrong.join("\n"));
+    }
+}
+
+/// A feed lasts only as long as the role that opened it: removing the role while subscribed
+/// closes every socket following a feed it opened (4001), on every topic, within a heartbeat
+/// (one second here); a socket following nothing stays; subscribing again is forbidden.
+async fn a_role_removed_while_subscribed_loses_every_feed(backend: Backend) {
+    let Some(srv) = TestServer::start_with(backend, |s| s.ws_heartbeat_secs = 1).await else {
+        return;
+    };
+    let a = srv.org().await;
+    let system_admin = srv.user(a, &[Role::Staff], true).await;
+    // Someone else keeps A administered, so its org admin role may be removed below.
+    let _keeper = srv.user(a, &[Role::OrgAdmin], false).await;
+    for role in [
+        Role::Operator,
+        Role::Adviser,
+        Role::OrgAdmin,
+        Role::Oversight,
+    ] {
+        let holder = srv.user(a, &[Role::Staff, role], false).await;
+        let mut feeds = Vec::new();
+        for topic in TOPIC_NAMES {
+            let (mut ws, _) = Ws::hello(&srv, &holder, i64::MAX).await;
+            ws.send(json!({"type": "subscribe", "topic": topic})).await;
+            assert_eq!(
+                answer(&mut ws).await["type"],
+                "subscribed",
+                "{role} subscribing to {topic}"
+            );
+            feeds.push((topic, ws));
+        }
+        let (mut idle, _) = Ws::hello(&srv, &holder, i64::MAX).await;
+        system_admin
+            .delete(&format!("/api/v1/users/{}/roles/{role}", holder.user_id))
+            .await
+            .expect(200);
+        for (topic, ws) in &mut feeds {
+            let end = ws.next_of("closed").await;
+            assert_eq!(
+                end["code"], 4001,
+                "{role} removed: the {topic} feed is closed"
+            );
+        }
+        idle.send(json!({"type": "ping", "ref": "still-here"}))
+            .await;
+        assert_eq!(
+            idle.next_of("pong").await["ref"],
+            "still-here",
+            "a socket following nothing stays"
+        );
+        for topic in TOPIC_NAMES {
+            idle.send(json!({"type": "subscribe", "topic": topic}))
+                .await;
+            assert_eq!(
+                answer(&mut idle).await["code"],
+                "forbidden",
+                "{role} removed: {topic} again"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_removed_while_subscribed_loses_every_feed_on_sqlite() {
+    a_role_removed_while_subscribed_loses_every_feed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_removed_while_subscribed_loses_every_feed_on_postgres() {
+    a_role_removed_while_subscribed_loses_every_feed(Backend::Postgres).await;
 }

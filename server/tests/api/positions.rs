@@ -471,3 +471,92 @@ on_both_databases! {
         assert_eq!(members.len(), phones.len());
     }
 }
+
+/// The operator's map answers from memory: a fix shows as soon as it is acknowledged, though
+/// `last_positions` is written behind and no flush has run (a GET used to force one, waiting
+/// behind the writer's queue); a position only the table holds (seeded) shows too.
+async fn the_operator_map_shows_acknowledged_fixes_without_a_flush(backend: crate::support::Backend) {
+    let never = |s: &mut vigil_server::Settings| s.position_flush_ms = 3_600_000;
+    let Some(srv) = TestServer::start_with(backend, never).await else {
+        return;
+    };
+    let org = srv.org().await;
+    let adviser = srv.user(org, &[Role::Adviser], false).await;
+    let operator = srv.user(org, &[Role::Operator], false).await;
+    let walker = srv.user(org, &[Role::Staff], false).await;
+    let seeded = srv.user(org, &[Role::Staff], false).await;
+    let juba = juba_area(&adviser).await;
+    let at = now_ms() - 120_000;
+    vigil_server::on_writer!(&srv.state.db, pool => sqlx::query(
+        "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) \
+         VALUES ('user', $1, 2.5, 45.5, 12.0, $2, $2, 'demo')")
+        .bind(seeded.user_id).bind(at).execute(pool).await.map(drop).expect("seeded position"));
+
+    walker.post("/api/v1/positions", json!({"fixes": [fix(4.0, 30.0, 60_000)]})).await.expect(200);
+    let find = |list: &Value, id: i64| list.as_array().expect("list").iter().find(|p| p["id"] == id).cloned();
+    let map = operator.get("/api/v1/positions").await.expect(200);
+    let me = find(&map, walker.user_id).expect("the walker is on the map at once");
+    assert_eq!((me["lat"].as_f64(), me["lon"].as_f64(), me["area_ids"].clone()), (Some(4.0), Some(30.0), json!([])));
+    let other = find(&map, seeded.user_id).expect("the seeded position is on the map");
+    assert_eq!((other["lat"].as_f64(), other["lon"].as_f64(), other["accuracy_m"].as_f64()), (Some(2.5), Some(45.5), Some(12.0)));
+
+    // She walks into Juba: the map and its area filter follow, the table still has nothing.
+    walker.post("/api/v1/positions", json!({"fixes": [fix(4.85, 31.58, 10_000)]})).await.expect(200);
+    let in_juba = operator.get(&format!("/api/v1/positions?area_id={juba}")).await.expect(200);
+    let me = find(&in_juba, walker.user_id).expect("the walker is in Juba");
+    assert_eq!((me["lat"].as_f64(), me["lon"].as_f64(), me["area_ids"].clone()), (Some(4.85), Some(31.58), json!([juba])));
+    assert!(find(&in_juba, seeded.user_id).is_none());
+    let fresh = operator.get("/api/v1/positions?max_age_secs=60").await.expect(200);
+    assert!(find(&fresh, walker.user_id).is_some() && find(&fresh, seeded.user_id).is_none());
+    assert_eq!(last_position_row(&srv.state.db, walker.user_id).await, None, "no flush ran for the readers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_map_shows_acknowledged_fixes_without_a_flush_sqlite() {
+    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_map_shows_acknowledged_fixes_without_a_flush_postgres() {
+    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Postgres).await;
+}
+
+on_both_databases! {
+    // A phone uploads a huge buffer (one group of 100,000 fixes): while the writer moves it
+    // through the tracker, the operator's map keeps answering, and shows her partway along
+    // her walk. (The writer used to hold the tracker's write lock for the whole group, so a
+    // reader saw her either before the walk or at its end.)
+    async fn the_map_answers_while_the_writer_moves_a_huge_group(srv: TestServer) {
+        use vigil_server::positions::{StoredFix, Subject};
+        const FIXES: i64 = 100_000;
+        let org = srv.org().await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let walker = srv.user(org, &[Role::Staff], false).await;
+        let start = now_ms() - 3_600_000;
+        // A day's walk east, a fix a few metres apart.
+        let fixes: Vec<StoredFix> = (0..FIXES)
+            .map(|i| StoredFix { lat: 3.0, lon: 30.0 + i as f64 * 1e-5, accuracy_m: Some(5.0), recorded_at: start + i * 10 })
+            .collect();
+        let last = start + (FIXES - 1) * 10;
+        let writer = srv.state.positions.clone();
+        let upload = tokio::spawn(async move { writer.record(Subject::User(walker.user_id), "app", fixes).await });
+
+        let mut partway = Vec::new();
+        loop {
+            let done = upload.is_finished();
+            let map = operator.get("/api/v1/positions").await.expect(200);
+            let seen = map.as_array().expect("list").iter().find(|p| p["id"] == walker.user_id).map(|p| p["lon"].as_f64().expect("lon"));
+            if let Some(lon) = seen.filter(|lon| *lon < 30.0 + (FIXES - 1) as f64 * 1e-5) {
+                partway.push(lon);
+            }
+            if done {
+                break;
+            }
+        }
+        let recorded = upload.await.expect("task").expect("stored");
+        assert_eq!(recorded.inserted, FIXES as usize);
+        assert!(!partway.is_empty(), "no reader got in while the group moved through the tracker");
+        let newest = vigil_server::areas::read_tracker(&srv.state.tracker).last_fix(walker.user_id).expect("tracked");
+        assert_eq!(newest.at_ms, last);
+    }
+}

@@ -160,6 +160,40 @@ on_both_databases_with! { allow_local_push;
     }
 }
 
+/// Settings with a bound of three web-push requests in flight.
+fn three_at_a_time(settings: &mut vigil_server::Settings) {
+    allow_local_push(settings);
+    settings.push_concurrency = 3;
+}
+
+on_both_databases_with! { three_at_a_time;
+    async fn pushes_beyond_the_bound_wait_their_turn_at_the_push_service(srv: TestServer) {
+        let push = FakePushService::start().await;
+        // A busy push service: each answer takes a while, so messages sent together overlap.
+        push.delay(Duration::from_millis(200));
+        let org = srv.org().await;
+        let mut people = Vec::new();
+        for _ in 0..4 {
+            let person = srv.user(org, &[Role::Staff], false).await;
+            for _ in 0..3 {
+                person.post("/api/v1/push/subscriptions", push.browser().subscription()).await.expect(201);
+            }
+            people.push(person);
+        }
+        let alert = json!({"type": "alert", "alert_id": 9, "title": "Evacuate"});
+        let outcomes = futures_util::future::join_all(people.iter().map(|p| {
+            send_to_user(&srv.state, p.user_id, &alert, PushOptions::default())
+        }))
+        .await;
+        for outcome in outcomes {
+            assert_eq!(outcome.expect("push").sent, 3);
+        }
+        assert_eq!(push.received().len(), 12);
+        let most = push.most_in_flight();
+        assert!((2..=3).contains(&most), "the push service saw {most} messages at once; the bound is 3");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_payload_is_refused_before_anything_is_sent() {
     let srv = TestServer::start_with(Backend::Sqlite, allow_local_push)

@@ -254,3 +254,29 @@ async fn no_provider_means_no_text_and_bad_settings_stop_the_server() {
         "{err:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_beyond_the_bound_wait_their_turn_at_the_gateway() {
+    const BOUND: usize = 3;
+    let fake = FakeSmsGateway::start().await;
+    // A gateway under load: each answer takes a while, so texts sent together overlap.
+    fake.delay(Duration::from_millis(200));
+    let sms = gateway(|s| {
+        fake.twilio(s);
+        s.sms_concurrency = BOUND;
+    });
+    let numbers: Vec<String> = (0..12).map(|i| format!("+2547002{i:05}")).collect();
+    let sent = futures_util::future::join_all(
+        numbers
+            .iter()
+            .map(|n| sms.send(n, "Evacuate: go to assembly point B.")),
+    )
+    .await;
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    assert_eq!(fake.received().len(), numbers.len());
+    let most = fake.most_in_flight();
+    assert!(
+        (2..=BOUND).contains(&most),
+        "the gateway saw {most} texts at once; the bound is {BOUND}"
+    );
+}

@@ -1,14 +1,80 @@
 //! SOS: a case reaches the operations room at once, with the position in tracking mode and
 //! only a shared-once position in location-less mode; claim, notes, close, timeline.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use vigil_server::db::{Timestamp, now_ms};
-use vigil_server::policy::Role;
+use vigil_server::policy::{Action, Actor, Role, authorize};
 
 use crate::on_both_databases;
+use crate::support::{Client, TestServer};
 use crate::ws::{Ws, fix};
 
+/// Everything stored for `client`, replayed over a fresh socket from the start.
+pub async fn stored_messages(srv: &TestServer, client: &Client) -> Vec<Value> {
+    let (mut ws, welcome) = Ws::hello(srv, client, 0).await;
+    let last = welcome["last_seq"].as_i64().expect("last_seq");
+    let mut got: Vec<Value> = Vec::new();
+    while got.last().map_or(0, |m| m["seq"].as_i64().unwrap_or(0)) < last {
+        let m = ws.next_of("message").await;
+        assert_eq!(
+            m["type"], "message",
+            "the replay stopped short of {last}: {m}"
+        );
+        got.push(m);
+    }
+    got
+}
+
+/// One person for every role of `org`, holding that role alone, with how the policy sees them.
+pub async fn one_of_each_role(srv: &TestServer, org: i64) -> Vec<(Client, Actor)> {
+    let mut people = Vec::new();
+    for role in Role::ALL {
+        let client = srv.user(org, &[role], false).await;
+        let actor = Actor {
+            user_id: client.user_id,
+            org_id: org,
+            roles: vec![role],
+            system_admin: false,
+        };
+        people.push((client, actor));
+    }
+    people
+}
+
 on_both_databases! {
+    // The people an SOS is stored for are found by a query on roles; the policy says who may
+    // see a case. Every role, of the person's organisation and of another, combined or alone,
+    // hears of the case exactly when the policy lets them see it. System admins may read any
+    // case but are found by no role: they are nobody's duty.
+    async fn an_sos_reaches_exactly_those_the_policy_lets_see_it(srv: TestServer) {
+        let org = srv.org().await;
+        let other = srv.org().await;
+        let mut people = one_of_each_role(&srv, org).await;
+        people.extend(one_of_each_role(&srv, other).await);
+        let both = srv.user(org, &[Role::Adviser, Role::Operator], false).await;
+        let both_actor = Actor { user_id: both.user_id, org_id: org, roles: vec![Role::Adviser, Role::Operator], system_admin: false };
+        people.push((both, both_actor));
+        let admin = srv.user(org, &[Role::Staff], true).await;
+        let admin_actor = Actor { user_id: admin.user_id, org_id: org, roles: vec![Role::Staff], system_admin: true };
+        people.push((admin, admin_actor));
+        let person = srv.user(org, &[Role::Staff], false).await;
+        let case = person.post("/api/v1/sos", json!({"note": "stopped at a checkpoint"})).await.expect(201);
+        let id = case["id"].as_i64().expect("id");
+        let opened = |m: &&Value| m["kind"] == "sos" && m["payload"]["case"]["id"] == id;
+        let mut wrong = Vec::new();
+        for (client, actor) in &people {
+            let on_duty = !actor.system_admin && authorize(actor, Action::ViewSos { org_id: Some(org) }).is_ok();
+            let stored = stored_messages(&srv, client).await;
+            let heard = stored.iter().filter(opened).count();
+            if heard != usize::from(on_duty) {
+                wrong.push(format!("{:?} of {} (system admin: {}): heard {heard} times, the policy says {on_duty}",
+                    actor.roles, if actor.org_id == org { "the organisation" } else { "another" }, actor.system_admin));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert_eq!(stored_messages(&srv, &person).await.iter().filter(opened).count(), 1, "the person hears of their own case");
+    }
+
     async fn an_sos_reaches_every_operator_and_oversight_at_once_with_the_position(srv: TestServer) {
         let org = srv.org().await;
         let other = srv.org().await;

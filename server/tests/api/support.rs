@@ -50,8 +50,16 @@ macro_rules! on_both_databases {
     )*};
 }
 
-/// Says loudly, past the test harness's output capture, that a test did not run.
+/// Says loudly, past the test harness's output capture, that a test did not run; fails the
+/// test instead when `VIGIL_TEST_REQUIRE_ALL=1` (as `.ci/run` sets it: CI has PostgreSQL and a
+/// browser, so a skip there means a green run that did not test everything).
+#[track_caller]
 pub fn skipped(what: &str, why: &str) {
+    if std::env::var("VIGIL_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!(
+            "{what} did not run ({why}), and VIGIL_TEST_REQUIRE_ALL=1 requires every test to run"
+        );
+    }
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {what}: {why} ***\n");
 }
 
@@ -175,7 +183,8 @@ impl TestServer {
         self.shutdown().await;
     }
 
-    async fn shutdown(&mut self) {
+    /// Stops the server and waits until `serve` has returned, keeping the database.
+    pub async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -251,10 +251,11 @@ on_both_databases! {
     }
 }
 
-/// A server whose sockets re-check sessions and roles every second (storage-independent logic,
-/// so SQLite covers it).
+/// A server with the default 25-second heartbeat: a revocation that reaches a socket within
+/// [`Ws::next`]'s 10 seconds came through the hub, not a heartbeat's re-read
+/// (storage-independent logic, so SQLite covers it).
 async fn quick_heartbeat_server() -> TestServer {
-    TestServer::start_with(crate::support::Backend::Sqlite, |s| s.ws_heartbeat_secs = 1)
+    TestServer::start_with(crate::support::Backend::Sqlite, |s| s.ws_heartbeat_secs = 25)
         .await
         .expect("server")
 }
@@ -326,4 +327,106 @@ async fn a_native_client_authenticates_with_a_bearer_header() {
     let welcome = ws.next().await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     assert_eq!(welcome["user_id"], staff.user_id);
+}
+
+fn alert_to_everyone() -> Value {
+    json!({"translations": {"en": {"title": "Shelter in place", "body": "Gunfire near the market."}},
+           "severity": "severe", "security_level": 4, "target": {"everyone": true}})
+}
+
+on_both_databases! {
+    async fn an_invalid_fix_over_the_socket_names_its_issues_as_http_does(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+        let fixes = json!([fix(95.0, 0.0, 0), fix(0.0, 200.0, 0)]);
+        ws.send(json!({"type": "position", "ref": "f1", "fixes": fixes})).await;
+        let refused = ws.next().await;
+        assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("invalid"), Some("f1")));
+        let http = staff.post("/api/v1/positions", json!({"fixes": fixes})).await.problem(422);
+        assert_eq!(refused["issues"], http["issues"], "socket {refused} vs http {http}");
+        assert_eq!(refused["issues"].as_array().map(Vec::len), Some(2), "{refused}");
+        assert!(serde_json::from_value::<vigil_protocol::ServerMessage>(refused).is_ok());
+    }
+
+    async fn a_receipt_from_someone_without_a_copy_is_refused_and_the_ledger_moves_for_the_rest(srv: TestServer) {
+        let a = srv.org().await;
+        let b = srv.org().await;
+        let adviser = srv.user(a, &[Role::Adviser], false).await;
+        let staff = srv.user(a, &[Role::Staff], false).await;
+        let outsider = srv.user(b, &[Role::Staff], false).await;
+        let sent = adviser.post("/api/v1/alerts", alert_to_everyone()).await.expect(201);
+        let id = sent["id"].as_i64().expect("id");
+        let (mut phone, _) = Ws::hello(&srv, &staff, 0).await;
+        let (mut stranger, _) = Ws::hello(&srv, &outsider, 0).await;
+        // Sent together, so that the writer takes both in one group.
+        stranger.send(json!({"type": "receipt", "ref": "s", "alert_id": id, "state": "acknowledged"})).await;
+        phone.send(json!({"type": "receipt", "ref": "p", "alert_id": id, "state": "acknowledged"})).await;
+        let refused = stranger.next_of("error").await;
+        assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("not_found"), Some("s")));
+        assert_eq!(phone.next_of("ack").await["ref"], "p");
+        stranger.send(json!({"type": "receipt", "ref": "x", "alert_id": id, "state": "sent"})).await;
+        assert_eq!(stranger.next_of("error").await["code"], "bad_message");
+        let rows = adviser.get(&format!("/api/v1/alerts/{id}/recipients")).await.expect(200);
+        let states: Vec<(i64, String)> = rows.as_array().expect("rows").iter()
+            .map(|r| (r["user_id"].as_i64().expect("id"), r["state"].as_str().expect("state").to_string()))
+            .collect();
+        assert!(states.contains(&(staff.user_id, "acknowledged".into())), "{rows}");
+        assert!(!states.iter().any(|(u, _)| *u == outsider.user_id), "{rows}");
+        outsider.post(&format!("/api/v1/alerts/{id}/receipt"), json!({"state": "read"})).await.problem(404);
+    }
+
+    async fn when_serve_returns_every_task_has_ended_and_acknowledged_work_is_committed(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let id = adviser.post("/api/v1/alerts", alert_to_everyone()).await.expect(201)["id"].as_i64().expect("id");
+        let (mut phone, _) = Ws::hello(&srv, &staff, 0).await;
+        phone.send(json!({"type": "receipt", "ref": "r", "alert_id": id, "state": "acknowledged"})).await;
+        assert_eq!(phone.next_of("ack").await["ref"], "r");
+        let state = srv.state.clone();
+        let mut srv = srv;
+        srv.shutdown().await;
+        assert!(state.background.tasks.is_closed());
+        assert_eq!(state.background.tasks.len(), 0, "every background task was joined");
+        // The pools are closed now: read the file as the next start would.
+        let reopened = vigil_server::db::Db::connect(&state.settings.database_url, 2).await.expect("reopen");
+        let got: String = vigil_server::on_reader!(&reopened, pool => sqlx::query_scalar(
+            "SELECT state FROM alert_recipients WHERE alert_id = $1 AND user_id = $2")
+            .bind(id).bind(staff.user_id).fetch_one(pool).await).expect("ledger row");
+        assert_eq!(got, "acknowledged");
+        reopened.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_closes_the_socket_with_1009() {
+    let srv = TestServer::start(crate::support::Backend::Sqlite)
+        .await
+        .expect("server");
+    let org = srv.org().await;
+    let staff = srv.user(org, &[Role::Staff], false).await;
+    let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+    let huge = "x".repeat(vigil_protocol::MAX_MESSAGE_BYTES + 1);
+    // The server may close while the frame is still going out: a failed send is fine.
+    let _ = ws
+        .socket
+        .send(Message::Text(
+            json!({"type": "ping", "ref": huge}).to_string().into(),
+        ))
+        .await;
+    assert_eq!(ws.next_of("closed").await["code"], 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_schema_of_every_message_is_served_without_a_token() {
+    let srv = TestServer::start(crate::support::Backend::Sqlite)
+        .await
+        .expect("server");
+    let schema = srv.anon().get("/api/v1/ws/schema.json").await.expect(200);
+    assert_eq!(schema, vigil_protocol::json_schema());
+    let defs = schema["$defs"].as_object().expect("$defs");
+    for name in ["ClientMessage", "ServerMessage", "LiveEvent", "Fix", "Board"] {
+        assert!(defs.contains_key(name), "{name} missing");
+    }
 }

@@ -6,7 +6,14 @@
 //   VIGIL_E2E_SCREENSHOTS  where each main screen's screenshot is saved (docs/screenshots)
 //   VIGIL_E2E_ONLY         optional: run only stories whose name contains this text (or one of
 //                          several, separated by `|`)
+//   VIGIL_E2E_WAIT_MS      optional: the deadline of every wait (default 120 s)
 // Prints one line per story and ends with "N passed, N failed"; exits 1 when any failed.
+//
+// Stories wait on events — an element appearing, a count reaching its value, the map coming to
+// rest — never for a fixed time. Every wait has one generous deadline, WAIT: CI runs these on two
+// cores shared with the rest of the suite, where a step that takes half a second on a laptop can
+// take tens of seconds; a wait returns as soon as its condition holds, so the deadline only
+// decides how long a story that really fails takes to say so.
 
 import { strict as assert } from 'node:assert';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -19,6 +26,7 @@ const SHOTS = mustEnv('VIGIL_E2E_SCREENSHOTS');
 const PASSWORD = 'vigil-demo-2026';
 const CONSOLE = { width: 1366, height: 768 };
 const PHONE = { width: 360, height: 740 };
+const WAIT = Number(process.env.VIGIL_E2E_WAIT_MS) || 120_000;
 mkdirSync(SHOTS, { recursive: true });
 
 function mustEnv(name) {
@@ -56,7 +64,7 @@ async function newStaff(org, name) {
 }
 
 /** Waits until `check` (run in Node) returns something truthy; fails after `ms`. */
-async function until(what, check, ms = 15_000) {
+async function until(what, check, ms = WAIT) {
   const end = Date.now() + ms;
   for (;;) {
     const v = await check();
@@ -79,6 +87,8 @@ const browser = await chromium.launch({
 /** A fresh browser profile; every page in it fails the story on script errors or CSP refusals. */
 async function context(options = {}) {
   const ctx = await browser.newContext({ viewport: CONSOLE, locale: 'en-GB', ...options });
+  // Every waitFor, waitForFunction, click and navigation in this context waits up to WAIT.
+  ctx.setDefaultTimeout(WAIT);
   // The console's map object (MapLibre inside), for looking at what is drawn. Predicates are
   // functions, never strings: the pages' CSP forbids eval, and the test keeps it on.
   await ctx.addInitScript(() => {
@@ -115,13 +125,13 @@ async function signIn(page, email) {
 }
 
 async function consoleReady(page) {
-  await page.locator('[data-testid=area-list] li').first().waitFor({ timeout: 30_000 });
-  await page.waitForFunction(() => window.__vm()?.map.loaded() && window.__vm().positionCount() > 0, null, { timeout: 30_000 });
-  await page.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=area-list] li').first().waitFor();
+  await page.waitForFunction(() => window.__vm()?.map.loaded() && window.__vm().positionCount() > 0);
+  await page.locator('.conn[data-state=online]').waitFor();
 }
 
 async function idle(page) {
-  await page.waitForFunction(() => window.__vm().map.loaded() && !window.__vm().map.isMoving(), null, { timeout: 20_000 });
+  await page.waitForFunction(() => window.__vm().map.loaded() && !window.__vm().map.isMoving());
   await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 }
 
@@ -186,18 +196,20 @@ story('an operator signs in and sees the areas and live positions moving', async
   const staff = await token('staff@rca.example');
   const me = (await api('/me', { token: staff })).body;
   const key = `user:${me.id}`;
-  const send = async (lat, lon) => {
-    const r = await api('/positions', { token: staff, method: 'POST', body: { fixes: [{ lat, lon, accuracy_m: 8, recorded_at: new Date().toISOString() }] } });
+  // Each fix is recorded after the one before (a fix older than the last one known is late and
+  // does not move the dot): the first two seconds ago, the second now.
+  const send = async (lat, lon, agoMs) => {
+    const recorded_at = new Date(Date.now() - agoMs).toISOString();
+    const r = await api('/positions', { token: staff, method: 'POST', body: { fixes: [{ lat, lon, accuracy_m: 8, recorded_at }] } });
     assert.equal(r.status, 200, JSON.stringify(r.body));
   };
   const arrived = (lat, lon) => page.waitForFunction(([k, la, lo]) => {
     const p = window.__vm().position(k);
     return p && Math.abs(p.lat - la) < 1e-6 && Math.abs(p.lon - lo) < 1e-6;
-  }, [key, lat, lon], { timeout: 15_000 });
-  await send(4.8601, 31.5805);
+  }, [key, lat, lon]);
+  await send(4.8601, 31.5805, 2_000);
   await arrived(4.8601, 31.5805);
-  await new Promise((r) => setTimeout(r, 1100));
-  await send(4.8702, 31.5911);
+  await send(4.8702, 31.5911, 0);
   await arrived(4.8702, 31.5911);
   // Drawn where it is: zoom in past clustering and find it under that pixel.
   await jump(page, [31.5911, 4.8702], 15);
@@ -205,7 +217,7 @@ story('an operator signs in and sees the areas and live positions moving', async
     const m = window.__vm().map;
     const hits = m.queryRenderedFeatures(m.project([31.5911, 4.8702]), { layers: ['points'] });
     return hits.some((f) => f.properties.key === k);
-  }, [key], { timeout: 15_000 });
+  }, [key]);
 
   // The person, from the keyboard-reachable list, with a pop-up on the map.
   await page.getByRole('tab', { name: 'Personnel' }).click();
@@ -255,7 +267,7 @@ story('an adviser draws a circle area; it is on the map and in the API; import, 
   await page.waitForFunction(([id, x, y]) => {
     const m = window.__vm().map;
     return m.queryRenderedFeatures([x, y], { layers: ['areas-fill'] }).some((f) => f.properties.area_id === id);
-  }, [circle.id, box.width / 2, box.height / 2], { timeout: 15_000 });
+  }, [circle.id, box.width / 2, box.height / 2]);
   await idle(page);
   await shot(page, 'console-area-drawn');
 
@@ -304,8 +316,13 @@ story('an adviser draws a circle area; it is on the map and in the API; import, 
   assert.equal(drawn.geometry.coordinates[0].length, 5, 'four corners and the closing point');
   await jump(page, [32.5, 7.6], 9);
   await idle(page);
+  // Editing fits the map to the shape (an animated move): wait for that move to end.
+  await page.evaluate(() => {
+    window.__fitted = false;
+    window.__vm().map.once('moveend', () => { window.__fitted = true; });
+  });
   await page.getByRole('button', { name: 'Edit shape' }).click();
-  await page.waitForTimeout(800);
+  await page.waitForFunction(() => window.__fitted);
   await idle(page);
   // Drag a corner further out (from where it is now: the map fitted the shape).
   const corner = await page.evaluate((c) => window.__vm().map.project(c), drawn.geometry.coordinates[0][0]);
@@ -381,15 +398,15 @@ story('a staff member uses the PWA: tracking, inbox, location-less, followed are
   await signIn(page, 'staff@rca.example');
   await page.locator('[data-testid=mode-tracking]').waitFor();
   assert.ok(await page.locator('[data-testid=mode-tracking]').isChecked(), 'tracking is the default');
-  await page.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await page.locator('.conn[data-state=online]').waitFor();
 
   // Tracking: the browser's position goes over the WebSocket; entering Bor is a stored message.
   await page.locator('[data-testid=track-toggle]').click();
-  await page.locator('[data-testid=track-status]', { hasText: 'Position sent' }).waitFor({ timeout: 20_000 });
+  await page.locator('[data-testid=track-status]', { hasText: 'Position sent' }).waitFor();
   await fits(page, 'staff home');
   await shot(page, 'app-home');
   await page.getByRole('link', { name: /Inbox/ }).click();
-  await page.locator('[data-testid=inbox] article', { hasText: 'You entered Bor duty station' }).waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=inbox] article', { hasText: 'You entered Bor duty station' }).waitFor();
   await fits(page, 'staff inbox');
   await shot(page, 'app-inbox');
 
@@ -424,7 +441,7 @@ story('a staff member uses the PWA: tracking, inbox, location-less, followed are
   });
   await ctx.setOffline(true);
   await page.reload();
-  await page.locator('#root').locator('*').first().waitFor({ timeout: 15_000 });
+  await page.locator('#root').locator('*').first().waitFor();
   assert.ok(await page.locator('.app-top, form.login').first().isVisible(), 'the app shell renders offline');
   await ctx.setOffline(false);
   ctx.problems.length = 0;
@@ -439,9 +456,9 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   const papp = await app.newPage();
   await papp.goto(`${BASE}/app/`);
   await signIn(papp, staff.email);
-  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await papp.locator('.conn[data-state=online]').waitFor();
   await papp.locator('[data-testid=track-toggle]').click();
-  await papp.locator('[data-testid=track-status]', { hasText: 'Position sent' }).waitFor({ timeout: 20_000 });
+  await papp.locator('[data-testid=track-status]', { hasText: 'Position sent' }).waitFor();
 
   // A template prepared beforehand fills in the composer.
   const adviser = await token('adviser@rca.example');
@@ -455,7 +472,7 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   const page = await ctx.newPage();
   await page.goto(`${BASE}/#/compose`);
   await signIn(page, 'adviser@rca.example');
-  await page.waitForFunction(() => window.__cm()?.map.loaded(), null, { timeout: 30_000 });
+  await page.waitForFunction(() => window.__cm()?.map.loaded());
   await page.locator('[data-testid=target-areas] li').first().waitFor();
   assert.deepEqual(await unlabelled(page), [], 'composer');
   await page.locator('[data-testid=alert-template]').selectOption({ label: templateName });
@@ -498,7 +515,7 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   await page.mouse.click(cx + 80, cy);
   await page.locator('[data-testid=target-shapes] li').waitFor();
   const preview = page.locator('[data-testid=preview][data-total]');
-  await preview.waitFor({ timeout: 15_000 });
+  await preview.waitFor();
   const inside = Number(await preview.locator('dd[data-reason=inside_area]').innerText());
   assert.ok(inside >= 1, `the phone inside the circle is counted (${inside})`);
   assert.ok(Number(await preview.getAttribute('data-total')) >= inside);
@@ -533,7 +550,7 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   // The phone has it in its inbox, in its language, and acknowledges it.
   await papp.getByRole('link', { name: /Inbox/ }).click();
   const card = papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`);
-  await card.waitFor({ timeout: 15_000 });
+  await card.waitFor();
   assert.match(await card.innerText(), /Stay indoors/);
   await card.locator('[data-testid=alert-ack]').click();
   await card.locator('[data-testid=alert-acked]').waitFor();
@@ -542,8 +559,8 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   assert.deepEqual(await unlabelled(papp), [], 'staff inbox with an alert');
 
   // The adviser's board moves live: one acknowledged, and the phone's row says so.
-  await page.locator('[data-testid=count-acknowledged]', { hasText: /^1$/ }).waitFor({ timeout: 15_000 });
-  await page.locator('[data-testid=recipients] tr', { hasText: 'Alert Reader' }).locator('[data-state=acknowledged]').waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=count-acknowledged]', { hasText: /^1$/ }).waitFor();
+  await page.locator('[data-testid=recipients] tr', { hasText: 'Alert Reader' }).locator('[data-state=acknowledged]').waitFor();
   const ledger = (await api(`/alerts/${sent.id}/recipients`, { token: adviser })).body.find((r) => r.user_id === staff.id);
   assert.equal(ledger.state, 'acknowledged');
   await fits(page, 'delivery board');
@@ -580,7 +597,7 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   await card.waitFor();
   await app.setOffline(true);
   await papp.reload();
-  await papp.locator('[data-testid=inbox-offline]').waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=inbox-offline]').waitFor();
   const offlineCard = papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`);
   await offlineCard.waitFor();
   assert.match(await offlineCard.innerText(), new RegExp(title));
@@ -590,12 +607,12 @@ story('an adviser composes an alert to a circle drawn on the map; a phone acknow
   await app.setOffline(false);
 
   // Back online the phone reconnects; the adviser cancels and the phone is told.
-  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 20_000 });
+  await papp.locator('.conn[data-state=online]').waitFor();
   await page.locator('[data-testid=alert-cancel]').click();
   await page.getByRole('dialog').getByRole('button', { name: 'Cancel alert' }).click();
   await page.locator('[data-testid=alert-detail] h2', { hasText: 'cancelled' }).waitFor();
   assert.ok((await api(`/alerts/${sent.id}`, { token: adviser })).body.cancelled_at, 'cancelled in the API');
-  await papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`, { hasText: 'Cancelled' }).waitFor({ timeout: 15_000 });
+  await papp.locator(`[data-testid=inbox] article[data-alert-id="${sent.id}"]`, { hasText: 'Cancelled' }).waitFor();
   app.problems.length = 0;
   await app.close();
   noProblems(ctx);
@@ -610,28 +627,28 @@ story('a staff member presses SOS (sharing the position once); an operator claim
   await page.goto(`${BASE}/#/sos`);
   await signIn(page, 'operator@rca.example');
   await page.locator('[data-testid=sos-list]').waitFor();
-  await page.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await page.locator('.conn[data-state=online]').waitFor();
 
   const app = await context(phone({ geolocation: { latitude: 4.8594, longitude: 31.5713, accuracy: 15 }, permissions: ['geolocation'] }));
   const papp = await app.newPage();
   await papp.goto(`${BASE}/app/#/sos`);
   await signIn(papp, staff.email);
-  await papp.locator('.conn[data-state=online]').waitFor({ timeout: 15_000 });
+  await papp.locator('.conn[data-state=online]').waitFor();
   await papp.locator('[data-testid=sos-press]').click();
   // Location-less: the phone asks whether to share the position this once.
   await papp.getByRole('dialog').getByText('location-less mode').waitFor();
   await papp.locator('[data-testid=sos-send-share]').click();
-  await papp.locator('[data-testid=chat-log]').waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=chat-log]').waitFor();
   const caseRow = (await api('/sos', { token: staff.token })).body.find((c) => c.status !== 'closed');
   assert.ok(caseRow, 'the case is open');
   assert.equal(caseRow.position?.source, 'shared_once');
   assert.ok(Math.abs(caseRow.position.lat - 4.8594) < 1e-4, 'with the position shared once');
 
   // The operator is told at once, wherever they are, and sees the case arrive; claims it.
-  await page.getByText('New SOS from SOS Caller').first().waitFor({ timeout: 15_000 });
+  await page.getByText('New SOS from SOS Caller').first().waitFor();
   await page.locator('[data-testid=sos-badge]', { hasText: /^[1-9]/ }).waitFor();
   const item = page.locator(`[data-testid=sos-list] button[data-case-id="${caseRow.id}"]`);
-  await item.waitFor({ timeout: 15_000 });
+  await item.waitFor();
   await item.click();
   await page.locator('[data-testid=sos-detail] h2', { hasText: 'SOS Caller' }).waitFor();
   assert.match(await page.locator('[data-testid=sos-facts]').innerText(), /shared once/);
@@ -646,11 +663,11 @@ story('a staff member presses SOS (sharing the position once); an operator claim
   await page.locator('[data-testid=sos-page], .sos-chat').first().waitFor();
   await page.locator('.sos-chat [data-testid=chat-input]').fill('We see your SOS. Are you hurt?');
   await page.locator('.sos-chat [data-testid=chat-send]').click();
-  await papp.locator('[data-testid=chat-log] li.theirs', { hasText: 'Are you hurt?' }).waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=chat-log] li.theirs', { hasText: 'Are you hurt?' }).waitFor();
   await papp.locator('[data-testid=chat-input]').fill('Not hurt. They took my phone SIM, I am at the market.');
   await papp.locator('[data-testid=chat-send]').click();
-  await papp.locator('[data-testid=chat-log] li.mine:not(.pending)', { hasText: 'at the market' }).waitFor({ timeout: 15_000 });
-  await page.locator('.sos-chat [data-testid=chat-log] li.theirs', { hasText: 'at the market' }).waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=chat-log] li.mine:not(.pending)', { hasText: 'at the market' }).waitFor();
+  await page.locator('.sos-chat [data-testid=chat-log] li.theirs', { hasText: 'at the market' }).waitFor();
   const history = (await api(`/conversations/${claimed.conversation_id}/messages`, { token: operator })).body.map((m) => m.body);
   assert.deepEqual(history, ['We see your SOS. Are you hurt?', 'Not hurt. They took my phone SIM, I am at the market.'], 'both messages stored once, in order');
   await fits(papp, 'staff SOS');
@@ -668,7 +685,7 @@ story('a staff member presses SOS (sharing the position once); an operator claim
   await page.locator('[data-testid=sos-close]').click();
   await page.locator('[data-testid=sos-facts]', { hasText: 'escorted back' }).waitFor();
   assert.equal((await api(`/sos/${caseRow.id}`, { token: operator })).body.status, 'closed');
-  await papp.locator('[data-testid=sos-status]', { hasText: 'escorted back' }).waitFor({ timeout: 15_000 });
+  await papp.locator('[data-testid=sos-status]', { hasText: 'escorted back' }).waitFor();
   noProblems(ops);
   noProblems(app);
   await ops.close();
@@ -701,7 +718,7 @@ story('an operator starts a roll-call; a phone answers safe; the board shows it 
   await papp.goto(`${BASE}/app/#/rollcall`);
   await signIn(papp, staff.email);
   const card = papp.locator(`[data-rollcall-id="${call.id}"]`);
-  await card.waitFor({ timeout: 15_000 });
+  await card.waitFor();
   await card.locator('[data-testid=answer-note]').fill('At the guesthouse, all fine.');
   await card.locator('[data-testid=answer-share]').check();
   await card.locator('[data-testid=answer-safe]').click();
@@ -711,9 +728,9 @@ story('an operator starts a roll-call; a phone answers safe; the board shows it 
   await shot(papp, 'app-rollcall');
 
   // The board moves live and the name leads to the answer.
-  await page.locator('[data-testid=tile-safe] strong', { hasText: /^[1-9]/ }).waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=tile-safe] strong', { hasText: /^[1-9]/ }).waitFor();
   const row = page.locator('[data-testid=rollcall-people] tr', { hasText: 'Rollcall Answerer' });
-  await row.locator('.status-safe').waitFor({ timeout: 15_000 });
+  await row.locator('.status-safe').waitFor();
   await row.locator('button.link').click();
   await page.locator('[data-testid=person-detail]', { hasText: 'At the guesthouse' }).waitFor();
   await page.keyboard.press('Escape');
@@ -732,7 +749,7 @@ story('an operator starts a roll-call; a phone answers safe; the board shows it 
   await page.locator('[data-testid=account-how]').fill('phoned their manager');
   await page.locator('[data-testid=account-save]').click();
   await page.getByText(`${silentName} marked accounted for`).first().waitFor();
-  await page.locator('[data-testid=rollcall-people] tr', { hasText: 'phoned their manager' }).waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=rollcall-people] tr', { hasText: 'phoned their manager' }).waitFor();
   const answered = (await api(`/rollcalls/${call.id}/people?status=safe`, { token: operator })).body.find((p) => p.user_id === staff.id);
   assert.ok(answered && Math.abs(answered.lat - 4.8412) < 1e-4, 'the one-off location came with the answer');
   const board = (await api(`/rollcalls/${call.id}`, { token: operator })).body.board;
@@ -813,7 +830,7 @@ story('every control is labelled, and an area can be made with the keyboard alon
   await page.keyboard.type('5');
   await page.keyboard.press('Enter');
   await page.locator('[data-testid=target-shapes] li', { hasText: '5.0 km' }).waitFor();
-  await page.locator('[data-testid=preview][data-total]').waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid=preview][data-total]').waitFor();
   noProblems(ctx);
   await ctx.close();
 
@@ -905,8 +922,8 @@ story('50,000 positions on the map: clustered, and the page never freezes', asyn
   await page.evaluate(() => window.__longTasks.splice(0));
 
   await page.evaluate(() => window.__vm().addSynthetic(50_000));
-  await page.waitForFunction(() => window.__vm().positionCount() >= 50_000, null, { timeout: 60_000 });
-  await page.waitForFunction(() => window.__vm().map.querySourceFeatures('positions', { filter: ['has', 'point_count'] }).length > 0, null, { timeout: 60_000 });
+  await page.waitForFunction(() => window.__vm().positionCount() >= 50_000);
+  await page.waitForFunction(() => window.__vm().map.querySourceFeatures('positions', { filter: ['has', 'point_count'] }).length > 0);
   await idle(page);
   const loading = await page.evaluate(() => window.__longTasks.splice(0));
 
@@ -918,6 +935,7 @@ story('50,000 positions on the map: clustered, and the page never freezes', asyn
     await page.mouse.move(box.x + box.width / 2 + dx, box.y + box.height / 2 + dy, { steps: 12 });
     await page.mouse.up();
     await page.mouse.wheel(0, wheel);
+    // Pacing the gestures like a person, not waiting for anything: the checks follow.
     await page.waitForTimeout(400);
   }
   await idle(page);
