@@ -29,7 +29,7 @@ use vigil_protocol::{
 };
 
 use crate::client::{
-    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, text_frame,
     tokens as get_tokens,
 };
 use crate::mqtt::{MqttOpts, MqttReport};
@@ -1374,7 +1374,10 @@ mod tests {
         );
         for text in [typed, spliced] {
             let m = read(&text);
-            assert_eq!((m.ty.as_str(), m.kind), ("message", Some(MessageKind::Alert)));
+            assert_eq!(
+                (m.ty.as_str(), m.kind),
+                ("message", Some(MessageKind::Alert))
+            );
             assert_eq!(m.payload.and_then(|p| p.alert_id), Some(7));
         }
         let ack = |reference: String| ServerMessage::Ack {
@@ -1383,7 +1386,10 @@ mod tests {
             duplicates: None,
         };
         let m = read(&ack(POSITION_REF.into()).to_json());
-        assert_eq!((m.ty.as_str(), m.reference.as_deref()), ("ack", Some(POSITION_REF)));
+        assert_eq!(
+            (m.ty.as_str(), m.reference.as_deref()),
+            ("ack", Some(POSITION_REF))
+        );
         let m = read(&ack(receipt_ref(7)).to_json());
         assert_eq!(m.reference.as_deref().and_then(receipt_of), Some(7));
         let error = ServerMessage::error(ErrorCode::NotFound, "no such alert", None).to_json();

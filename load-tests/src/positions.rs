@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vigil_protocol::{ClientMessage, Fix, ServerMessage, Timestamp};
 
 use crate::client::{
-    Fixture, Grid, Target, Ws, text_frame, open_session, raise_nofile, source_addr,
+    Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, text_frame,
     tokens as get_tokens,
 };
 use crate::stats::{
@@ -168,7 +168,6 @@ fn position(grid: &Grid, i: usize, devices: usize, step: u64, outside: bool) -> 
     let lon = grid.west() + (offset + stride * step as f64).rem_euclid(grid.span());
     (lat, lon)
 }
-
 
 struct Device {
     index: usize,

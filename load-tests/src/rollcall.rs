@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vigil_protocol::{Board, ClientMessage, ServerMessage, Timestamp, Topic};
 
 use crate::client::{
-    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, text_frame,
     tokens as get_tokens,
 };
 use crate::stats::{LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, publish, summarize};

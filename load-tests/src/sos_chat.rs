@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vigil_protocol::{ClientMessage, MessageKind, ServerMessage, StreamMessage};
 
 use crate::client::{
-    Fixture, Target, Ws, text_frame, login, open_session, raise_nofile, source_addr,
+    Fixture, Target, Ws, login, open_session, raise_nofile, source_addr, text_frame,
     tokens as get_tokens,
 };
 use crate::positions::{Counters, Walk, connect_devices, spawn_devices};

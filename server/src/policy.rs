@@ -754,7 +754,8 @@ mod tests {
     /// no rule needs two roles together. Checked for every combination of roles.
     #[test]
     fn a_role_set_reaches_exactly_who_the_policy_allows_whatever_roles_they_combine() {
-        let reaches: [(&str, &RoleReach, fn(i64) -> Action); 2] = [
+        type Probe = fn(i64) -> Action;
+        let reaches: [(&str, &RoleReach, Probe); 2] = [
             ("sos receivers", sos_receivers(), |org| Action::ViewSos {
                 org_id: Some(org),
             }),

@@ -251,7 +251,7 @@ pub fn checked_position(p: &FixIn, now: i64) -> Vec<Issue> {
             "a non-negative number of metres",
         ));
     }
-    if p.recorded_at.0 > now + 300_000 {
+    if p.recorded_at.0 > now + vigil_protocol::FUTURE_TOLERANCE_MS {
         issues.push(Issue::new("position/recorded_at", "in the future"));
     }
     issues

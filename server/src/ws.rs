@@ -396,7 +396,7 @@ impl Connection {
             return Flow::Stop;
         }
         self.heartbeats += 1;
-        if self.heartbeats % RECHECK_EVERY == 0
+        if self.heartbeats.is_multiple_of(RECHECK_EVERY)
             && let Flow::Stop = self.recheck(session, actor).await
         {
             return Flow::Stop;

@@ -499,9 +499,26 @@ async fn push(state: &AppState, alert: &Alert, person: &Person, now: i64) -> Out
         channel: "push",
         outcome,
     };
-    match crate::push::send_to_user(state, person.id, &payload, opts).await {
-        // The subscriptions could not be read: nothing was sent, no attempt is used up, and
-        // the copy is looked at again shortly.
+    // A database error comes before anything is sent (reading the subscriptions), so trying
+    // again at once cannot push twice.
+    let read_by = Instant::now() + READ_PATIENCE;
+    let mut pause = FIRST_PAUSE;
+    let result = loop {
+        match crate::push::send_to_user(state, person.id, &payload, opts.clone()).await {
+            Err(PushError::Db(e))
+                if Instant::now() + pause < read_by && !state.shutdown.is_cancelled() =>
+            {
+                tracing::warn!(alert_id = alert.id, user_id = person.id, error = %e,
+                    "could not read the push subscriptions; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            result => break result,
+        }
+    };
+    match result {
+        // The subscriptions still could not be read: nothing was sent, no attempt is used up,
+        // and the copy is looked at again shortly.
         Err(PushError::Db(e)) => {
             tracing::warn!(alert_id = alert.id, user_id = person.id, error = %e,
                 "could not read the push subscriptions; trying again shortly");

@@ -630,7 +630,6 @@ async fn list(
     // `position_flush_ms`) and without waiting behind the writer's queue. The table still counts
     // for what it holds and memory does not (positions stored by other means, e.g. seeded); of
     // the two the newer wins, which is what a flush would leave there.
-    state.positions.flush().await?;
     let min_time = q
         .max_age_secs
         .map_or(i64::MIN, |s| now_ms() - s.max(0).saturating_mul(1000));

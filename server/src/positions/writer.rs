@@ -58,7 +58,7 @@ const ROWS_PER_STATEMENT: usize = 2048;
 /// million subjects, every country) a chunk's geometry is under 1 ms, and it runs under the
 /// read lock; the write lock that follows only stores it. So a reader never waits for more
 /// than one chunk's bookkeeping, and this task gives the runtime thread back every chunk.
-const FIXES_PER_LOCK: usize = usize::MAX;
+const FIXES_PER_LOCK: usize = 256;
 /// History received this long before the newest flushed fix is replayed too at start-up, in
 /// case the clock stepped back while fixes were waiting to be flushed.
 const REPLAY_SLACK_MS: i64 = 10_000;

@@ -430,3 +430,85 @@ async fn the_json_schema_of_every_message_is_served_without_a_token() {
         assert!(defs.contains_key(name), "{name} missing");
     }
 }
+
+/// Opens a socket whose receive buffer is a few KiB, so that a client that stops reading
+/// backs up into the server's queue quickly, as a frozen browser tab's does.
+async fn open_small_window(base: &str) -> Ws {
+    let addr = base
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .expect("address");
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(2048).expect("small receive buffer");
+    let stream = tcp.connect(addr).await.expect("connects");
+    let url = format!("ws://{addr}/api/v1/ws");
+    let (socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket");
+    Ws { socket }
+}
+
+on_both_databases! {
+    async fn a_console_that_stops_reading_during_a_burst_is_cut_resumes_and_gets_the_sos(srv: TestServer) {
+        let org = srv.org().await;
+        let operator = srv.user(org, &[Role::Operator], false).await;
+        let person = srv.user(org, &[Role::Staff], false).await;
+        let mut console = open_small_window(&srv.url).await;
+        console.send(json!({"type": "hello", "token": operator.token, "last_seq": 0})).await;
+        let welcome = console.next().await;
+        let last_seq = welcome["last_seq"].as_i64().expect("last_seq");
+        for topic in ["positions", "operations"] {
+            console.send(json!({"type": "subscribe", "topic": topic})).await;
+            assert_eq!(console.next().await["type"], "subscribed");
+        }
+        // The console freezes. Phones stream positions until the hub cuts it off.
+        let mut phones = Vec::new();
+        for _ in 0..6 {
+            let staff = srv.user(org, &[Role::Staff], false).await;
+            let (ws, _) = Ws::hello(&srv, &staff, 0).await;
+            phones.push(ws);
+        }
+        let cut = async {
+            let mut round = 0i64;
+            while srv.state.hub.connections_of(operator.user_id) > 0 {
+                round += 1;
+                assert!(round < 20_000, "the frozen console was never cut off");
+                for phone in &mut phones {
+                    let lat = 0.1 + (round % 1000) as f64 * 1e-4;
+                    phone.send(json!({"type": "position", "ref": round.to_string(), "fixes": [fix(lat, 10.5, 600_000 - round)]})).await;
+                }
+                for phone in &mut phones {
+                    phone.next_of("ack").await;
+                }
+            }
+        };
+        cut.await;
+        // While it is away, someone presses SOS.
+        let case = person.post("/api/v1/sos", json!({"note": "vehicle stopped at a checkpoint"})).await.expect(201);
+        // The console, reading again, is told to resume: everything queued, then close 4008.
+        assert_eq!(console.next_of("closed").await["code"], 4008);
+        let (mut back, _) = Ws::hello(&srv, &operator, last_seq).await;
+        let sos = back.next_of("message").await;
+        assert_eq!((sos["kind"].as_str(), sos["payload"]["case"]["id"].as_i64()), (Some("sos"), case["id"].as_i64()), "{sos}");
+    }
+}
+
+on_both_databases! {
+    async fn one_tolerance_for_a_clock_running_ahead_on_every_path(srv: TestServer) {
+        let org = srv.org().await;
+        let staff = srv.user(org, &[Role::Staff], false).await;
+        let tolerance = vigil_protocol::FUTURE_TOLERANCE_MS;
+        let ahead = |ms: i64| fix(0.5, 10.5, -ms);
+        let (mut ws, _) = Ws::hello(&srv, &staff, 0).await;
+        ws.send(json!({"type": "position", "ref": "in", "fixes": [ahead(tolerance - 60_000)]})).await;
+        assert_eq!(ws.next_of("ack").await["accepted"], 1);
+        ws.send(json!({"type": "position", "ref": "out", "fixes": [ahead(tolerance + 60_000)]})).await;
+        let refused = ws.next_of("error").await;
+        assert_eq!(refused["issues"][0]["at"], "fixes/0/recorded_at", "{refused}");
+        staff.post("/api/v1/positions", json!({"fixes": [ahead(tolerance - 30_000)]})).await.expect(200);
+        staff.post("/api/v1/positions", json!({"fixes": [ahead(tolerance + 60_000)]})).await.problem(422);
+        staff.post("/api/v1/sos", json!({"position": ahead(tolerance + 60_000)})).await.problem(422);
+        staff.post("/api/v1/sos", json!({"position": ahead(tolerance - 60_000)})).await.expect(201);
+    }
+}
