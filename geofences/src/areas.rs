@@ -208,10 +208,12 @@ impl AreaIndex {
         let mut candidates = Vec::new();
         for b in shape.overlap_boxes() {
             let env = AABB::from_corners([b[0], b[1]], [b[2], b[3]]);
-            let _ = self.overlaps.locate_in_envelope_intersecting_int(&env, |e| {
-                candidates.push(e.id);
-                ControlFlow::<()>::Continue(())
-            });
+            let _ = self
+                .overlaps
+                .locate_in_envelope_intersecting_int(&env, |e| {
+                    candidates.push(e.id);
+                    ControlFlow::<()>::Continue(())
+                });
         }
         candidates.sort_unstable();
         candidates.dedup();

@@ -260,20 +260,40 @@ proptest! {
 /// a circle.
 fn random_outline() -> impl Strategy<Value = Shape> {
     prop_oneof![
-        random_polygon(-25.0..25.0).prop_map(|rp| Shape::from_polygon(rp.polygon()).expect("valid")),
-        (random_polygon(176.0..184.0), any::<bool>()).prop_filter_map("fits the globe", |(rp, _)| {
-            let p = rp.polygon();
-            let fold = |ls: &LineString<f64>| LineString::from(
-                ls.0.iter().map(|c| (if c.x > 180.0 { c.x - 360.0 } else { c.x }, c.y)).collect::<Vec<_>>());
-            if !p.exterior().0.iter().all(|c| c.x > -180.0 && c.x < 540.0) {
-                return None;
+        random_polygon(-25.0..25.0)
+            .prop_map(|rp| Shape::from_polygon(rp.polygon()).expect("valid")),
+        (random_polygon(176.0..184.0), any::<bool>()).prop_filter_map(
+            "fits the globe",
+            |(rp, _)| {
+                let p = rp.polygon();
+                let fold = |ls: &LineString<f64>| {
+                    LineString::from(
+                        ls.0.iter()
+                            .map(|c| (if c.x > 180.0 { c.x - 360.0 } else { c.x }, c.y))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                if !p.exterior().0.iter().all(|c| c.x > -180.0 && c.x < 540.0) {
+                    return None;
+                }
+                Shape::from_polygon(Polygon::new(
+                    fold(p.exterior()),
+                    p.interiors().iter().map(fold).collect(),
+                ))
+                .ok()
             }
-            Shape::from_polygon(Polygon::new(fold(p.exterior()), p.interiors().iter().map(fold).collect())).ok()
-        }),
+        ),
         (-25.0..25.0f64, -60.0..60.0f64, 1_000.0..900_000.0f64)
             .prop_map(|(x, y, r)| Shape::circle(x, y, r).expect("valid")),
-        (178.0..180.0f64, -10.0..10.0f64, 1_000.0..400_000.0f64, any::<bool>())
-            .prop_map(|(x, y, r, west)| Shape::circle(if west { -x } else { x }, y, r).expect("valid")),
+        (
+            178.0..180.0f64,
+            -10.0..10.0f64,
+            1_000.0..400_000.0f64,
+            any::<bool>()
+        )
+            .prop_map(
+                |(x, y, r, west)| Shape::circle(if west { -x } else { x }, y, r).expect("valid")
+            ),
     ]
 }
 

@@ -309,7 +309,11 @@ fn observed(t: &Tracker, subjects: &[i64], areas: &[i64]) -> Vec<String> {
             )
         })
         .collect();
-    out.extend(areas.iter().map(|a| format!("area {a}: {:?}", t.members_of(*a))));
+    out.extend(
+        areas
+            .iter()
+            .map(|a| format!("area {a}: {:?}", t.members_of(*a))),
+    );
     out.push(format!("{} subjects", t.len()));
     out
 }
@@ -364,9 +368,7 @@ proptest! {
 fn fixes_prepared_on_one_tracker_are_worked_out_again_on_another() {
     let first = compound();
     let mut second = compound();
-    second
-        .update(7, fix(36.05, 0.05, None, 1))
-        .expect("valid");
+    second.update(7, fix(36.05, 0.05, None, 1)).expect("valid");
     let batch = first.prepare(&[(7, fix(36.5, 0.05, None, 2))]);
     // On `first`, subject 7 is new and outside; on `second` it was inside and leaves.
     assert_eq!(

@@ -124,7 +124,11 @@ fn every_example_in_the_page_reads_as_a_typed_message() {
     let doc = page();
     let (client, _) = message_types();
     let examples = examples(&doc);
-    assert!(examples.len() >= 15, "only {} examples found", examples.len());
+    assert!(
+        examples.len() >= 15,
+        "only {} examples found",
+        examples.len()
+    );
     for example in examples {
         let Some(kind) = example.get("type").and_then(|t| t.as_str()) else {
             continue;

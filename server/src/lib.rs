@@ -19,6 +19,7 @@ pub mod areas;
 pub mod assets;
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod cap;
 pub mod chat;
 pub mod config;

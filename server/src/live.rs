@@ -102,7 +102,11 @@ impl Inner {
 
     /// Cuts a connection whose queue is full.
     fn cut(&mut self, id: u64, why: &'static str) {
-        tracing::info!(conn = id, why, "connection too slow; cut off to resume later");
+        tracing::info!(
+            conn = id,
+            why,
+            "connection too slow; cut off to resume later"
+        );
         self.remove(id);
     }
 
@@ -269,7 +273,10 @@ impl Hub {
     /// update supersedes this one.
     pub fn publish_operations(&self, org: i64, update: &ServerMessage) {
         let inner = self.lock();
-        let Some(watchers) = inner.topics.get(&Topic::Operations).filter(|w| !w.is_empty())
+        let Some(watchers) = inner
+            .topics
+            .get(&Topic::Operations)
+            .filter(|w| !w.is_empty())
         else {
             return;
         };
@@ -299,7 +306,10 @@ impl Hub {
     /// whose queue is full is cut (it reloads the picture when it reconnects).
     pub fn publish_position(&self, org: i64, about_user: Option<i64>, event: &ServerMessage) {
         let mut inner = self.lock();
-        let Some(watchers) = inner.topics.get(&Topic::Positions).filter(|w| !w.is_empty())
+        let Some(watchers) = inner
+            .topics
+            .get(&Topic::Positions)
+            .filter(|w| !w.is_empty())
         else {
             return;
         };
@@ -313,7 +323,11 @@ impl Hub {
                 about_user,
                 json: json.clone(),
             };
-            if inner.conns.get(id).is_none_or(|c| c.tx.try_send(out).is_err()) {
+            if inner
+                .conns
+                .get(id)
+                .is_none_or(|c| c.tx.try_send(out).is_err())
+            {
                 full.push(*id);
             }
         }
@@ -539,7 +553,11 @@ mod tests {
         for _ in 0..=QUEUE_DEPTH {
             hub.publish_position(1, Some(7), &position_event());
         }
-        assert_eq!(hub.connections_of(42), 0, "cut from the person's connections");
+        assert_eq!(
+            hub.connections_of(42),
+            0,
+            "cut from the person's connections"
+        );
         assert!(!hub.watched(1), "cut from the positions feed");
         hub.publish_operations(
             1,
@@ -555,7 +573,10 @@ mod tests {
         }
         // `recv` ending is what makes the connection close with 4008 and the client resume.
         assert_eq!(drained, QUEUE_DEPTH, "nothing reached it after the cut");
-        assert!(!hub.watch(&console, Topic::Operations, None), "a cut connection cannot resubscribe");
+        assert!(
+            !hub.watch(&console, Topic::Operations, None),
+            "a cut connection cannot resubscribe"
+        );
     }
 
     #[tokio::test]
@@ -567,6 +588,9 @@ mod tests {
         hub.recheck(7);
         assert!(matches!(phone_queue.try_recv(), Ok(Outbound::Recheck)));
         assert!(matches!(console_queue.try_recv(), Ok(Outbound::Recheck)));
-        assert!(other_queue.try_recv().is_err(), "someone else's sockets are left alone");
+        assert!(
+            other_queue.try_recv().is_err(),
+            "someone else's sockets are left alone"
+        );
     }
 }

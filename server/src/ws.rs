@@ -211,7 +211,11 @@ impl Connection {
             }
             Err(e) => {
                 let _ = self
-                    .error(ErrorCode::BadMessage, format!("unreadable hello: {e}"), None)
+                    .error(
+                        ErrorCode::BadMessage,
+                        format!("unreadable hello: {e}"),
+                        None,
+                    )
                     .await;
                 self.close(close::PROTOCOL, "hello expected").await;
                 return None;
@@ -249,7 +253,9 @@ impl Connection {
                 None
             }
             Err(e) => {
-                let _ = self.error(ErrorCode::Unauthorized, e.to_string(), None).await;
+                let _ = self
+                    .error(ErrorCode::Unauthorized, e.to_string(), None)
+                    .await;
                 self.close(close::UNAUTHORIZED, "unauthorized").await;
                 None
             }
@@ -459,7 +465,9 @@ impl Connection {
                 let reference = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(str::to_string));
-                return self.error(ErrorCode::BadMessage, e.to_string(), reference).await;
+                return self
+                    .error(ErrorCode::BadMessage, e.to_string(), reference)
+                    .await;
             }
         };
         match msg {
@@ -585,7 +593,11 @@ impl Connection {
             )),
             Err(e) => {
                 tracing::error!(error = %e, "ws: recording a receipt");
-                Some(ServerMessage::error(ErrorCode::ServerError, "send it again", reference))
+                Some(ServerMessage::error(
+                    ErrorCode::ServerError,
+                    "send it again",
+                    reference,
+                ))
             }
         };
         self.reply(reply).await

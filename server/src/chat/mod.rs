@@ -36,10 +36,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use vigil_protocol::{LiveEvent, ServerMessage};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use vigil_protocol::{LiveEvent, ServerMessage};
 
 use crate::AppState;
 use crate::db::{Timestamp, now_ms};
@@ -600,9 +600,7 @@ async fn list(
             authorize(&actor, Action::ListConversations { org_id })?;
             store::list_org(&state.db, actor.user_id, org_id, limit).await?
         }
-        None => {
-            store::list_mine(&state.db, &actor, limit).await?
-        }
+        None => store::list_mine(&state.db, &actor, limit).await?,
     };
     Ok(Json(found))
 }

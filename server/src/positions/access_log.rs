@@ -83,27 +83,14 @@ impl AccessLogWriter {
 }
 
 async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stop: tokio_util::sync::CancellationToken) {
-    let mut stopping = false;
-    loop {
-        let first = tokio::select! {
-            () = stop.cancelled(), if !stopping => {
-                stopping = true;
-                rx.close();
-                continue;
-            }
-            first = rx.recv() => first,
-        };
-        let Some(first) = first else { break };
-        let mut group = Vec::new();
+    while let Some(jobs) = crate::batch::next_group(&mut rx, &stop, MAX_GROUP).await {
+        let stopping = stop.is_cancelled();
+        let mut group = Vec::with_capacity(jobs.len());
         let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
+        for job in jobs {
             match job {
                 Job::Log(e) => group.push(e),
                 Job::Flush(done) => flushes.push(done),
-            }
-            if group.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
             }
         }
         // A failed write is retried once the database answers again: the log is what a

@@ -5,17 +5,16 @@
 pub mod access_log;
 pub mod writer;
 
-
-use vigil_protocol::{
-    GeofenceEvent, LiveEvent, PositionEvent, ServerMessage, SubjectKind,
-    Transition as WireTransition,
-};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_geofences::{Fix, SubjectId, Transition};
+use vigil_protocol::{
+    GeofenceEvent, LiveEvent, PositionEvent, ServerMessage, SubjectKind,
+    Transition as WireTransition,
+};
 
 use crate::areas::read_tracker;
 use crate::db::{Db, Timestamp, now_ms};
@@ -591,7 +590,9 @@ impl LastRow {
             (Some(lat), Some(lon), Some(at)) => Some((lat, lon, self.accuracy_m, at)),
             _ => None,
         };
-        let tracked = t.last_fix(tid).map(|f| (f.lat, f.lon, f.accuracy_m, f.at_ms));
+        let tracked = t
+            .last_fix(tid)
+            .map(|f| (f.lat, f.lon, f.accuracy_m, f.at_ms));
         let (lat, lon, accuracy_m, at) = match (stored, tracked) {
             (Some(s), Some(m)) if m.3 > s.3 => m,
             (Some(s), _) => s,

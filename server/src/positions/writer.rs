@@ -26,13 +26,13 @@
 //! targeting) behind a std `RwLock`, so the writer never holds it for a whole group: it moves
 //! subjects [`FIXES_PER_LOCK`] fixes at a time, working out each chunk's geometry under the
 //! read lock ([`Tracker::prepare`]) and storing the result under the write lock
-//! ([`Tracker::apply`]: bookkeeping only), and yields to the runtime between chunks. The order
-//! is unchanged: chunks are applied in commit order and a mode switch still waits for the
-//! whole group, because both pass through this one task.
+//! ([`Tracker::apply`]: bookkeeping only), and yields to the runtime every [`YIELD_EVERY`].
+//! The order is unchanged: chunks are applied in commit order and a mode switch still waits
+//! for the whole group, because both pass through this one task.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -40,7 +40,7 @@ use vigil_geofences::{Fix, SubjectId, Transition};
 
 use super::Subject;
 use crate::areas::{SharedTracker, read_tracker, write_tracker};
-use crate::db::{Db, now_ms};
+use crate::db::{Backend, Db, now_ms};
 use crate::live::Hub;
 use crate::{in_tx, on_writer};
 
@@ -57,8 +57,12 @@ const ROWS_PER_STATEMENT: usize = 2048;
 /// Most fixes moved in the tracker per lock acquisition. At 2.6 µs a fix (BENCHMARKS.md: a
 /// million subjects, every country) a chunk's geometry is under 1 ms, and it runs under the
 /// read lock; the write lock that follows only stores it. So a reader never waits for more
-/// than one chunk's bookkeeping, and this task gives the runtime thread back every chunk.
+/// than one chunk's bookkeeping.
 const FIXES_PER_LOCK: usize = 256;
+/// Longest run of tracker chunks between two yields to the runtime: a big group (131,072 fixes
+/// can take a third of a second) shares its thread, a usual one (a few ms) does not wait
+/// behind every ready connection task.
+const YIELD_EVERY: Duration = Duration::from_millis(2);
 /// History received this long before the newest flushed fix is replayed too at start-up, in
 /// case the clock stepped back while fixes were waiting to be flushed.
 const REPLAY_SLACK_MS: i64 = 10_000;
@@ -152,6 +156,7 @@ impl PositionWriter {
             hub,
             tracking: HashMap::new(),
             dirty: HashMap::new(),
+            last_received: 0,
         };
         tokio::spawn(run(writer, rx, flush_every.max(Duration::from_millis(1))));
         PositionWriter { tx }
@@ -291,6 +296,9 @@ struct Writer {
     tracking: HashMap<i64, bool>,
     /// Newest fix of every subject moved since the last flush.
     dirty: HashMap<Subject, Latest>,
+    /// The `received_at` of the last group: each group takes a later one, even within one
+    /// millisecond, so that its own rows are told from those stored before it.
+    last_received: i64,
 }
 
 async fn run(mut w: Writer, mut rx: mpsc::Receiver<Op>, flush_every: Duration) {
@@ -370,7 +378,8 @@ impl Writer {
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
-        let received = now_ms();
+        let received = now_ms().max(self.last_received + 1);
+        self.last_received = received;
         let stored = store_group(&self.db, &unknown, &self.tracking, &group, received).await;
         let stored = match stored {
             Ok(s) => s,
@@ -388,9 +397,7 @@ impl Writer {
         }
         // Fixes are answered after the group's geofence messages are stored, so a phone that
         // sees its ack can rely on the message about the area it entered being there too.
-        let (answers, notes) = self
-            .move_subjects(group, &stored.existing, received)
-            .await;
+        let (answers, notes) = self.move_subjects(group, &stored.existing, received).await;
         if let Err(e) = crate::live::send_many(&self.db, &self.hub, notes).await {
             // The fixes are stored; only the people's notices of crossings are missing.
             tracing::error!(error = %e, "storing geofence messages failed");
@@ -472,19 +479,22 @@ impl Writer {
             });
         }
 
-        // Chunks under short locks, yielding between them (see FIXES_PER_LOCK). Not
-        // `spawn_blocking`: the work is split finely enough for a runtime thread, and a hand-off
-        // to another thread per group is the cost this writer is built to avoid; and not
-        // `block_in_place`, which would keep the write lock for the whole group (readers wait)
-        // and panics on a current-thread runtime.
+        // Chunks under short locks (see FIXES_PER_LOCK), giving the runtime thread back once
+        // a chunk ends more than YIELD_EVERY after the last time. Not after every chunk: under
+        // load thousands of connection tasks are ready, and each yield puts this task, which
+        // all of them wait for, behind them. Not `spawn_blocking`: the work is split finely
+        // enough for a runtime thread, and a hand-off to another thread per group is the cost
+        // this writer is built to avoid; and not `block_in_place`, which would keep the write
+        // lock for the whole group (readers wait) and panics on a current-thread runtime.
         let mut notes = Vec::new();
-        for (k, (chunk, owners)) in fixes
+        let mut since_yield = Instant::now();
+        for (chunk, owners) in fixes
             .chunks(FIXES_PER_LOCK)
             .zip(owners.chunks(FIXES_PER_LOCK))
-            .enumerate()
         {
-            if k > 0 {
+            if since_yield.elapsed() >= YIELD_EVERY {
                 tokio::task::yield_now().await;
+                since_yield = Instant::now();
             }
             let prepared = read_tracker(&self.tracker).prepare(chunk);
             let results = write_tracker(&self.tracker).apply(prepared);
@@ -505,10 +515,16 @@ impl Writer {
             if !crossings.is_empty() {
                 // The people's messages about this chunk's crossings, in the order they happened.
                 let t = read_tracker(&self.tracker);
-                notes.extend(crossings.into_iter().filter_map(|(subject, at, tr)| match subject {
-                    Subject::User(user_id) => super::transition_note(t.areas(), user_id, at, tr),
-                    Subject::Asset(_) => None,
-                }));
+                notes.extend(
+                    crossings
+                        .into_iter()
+                        .filter_map(|(subject, at, tr)| match subject {
+                            Subject::User(user_id) => {
+                                super::transition_note(t.areas(), user_id, at, tr)
+                            }
+                            Subject::Asset(_) => None,
+                        }),
+                );
             }
         }
         let answers = moving.into_iter().map(|m| (m.reply, m.recorded)).collect();
@@ -581,8 +597,8 @@ fn is_tracked(tracking: &HashMap<i64, bool>, subject: Subject) -> bool {
     }
 }
 
-/// One transaction: the modes of people not yet known, which of the group's fixes are stored
-/// already, and one multi-row insert of the rest.
+/// One transaction: the modes of people not yet known, one multi-row insert of the group's
+/// fixes, and which of them were stored already.
 async fn store_group(
     db: &Db,
     unknown: &[i64],
@@ -590,6 +606,7 @@ async fn store_group(
     group: &[RecordReq],
     received: i64,
 ) -> Result<Stored, sqlx::Error> {
+    let backend = db.backend();
     in_tx!(db, tx => {
         let mut modes: Vec<(i64, String)> = Vec::new();
         for chunk in unknown.chunks(ROWS_PER_STATEMENT) {
@@ -614,33 +631,46 @@ async fn store_group(
             .flat_map(|r| r.fixes.iter().map(move |f| (r.subject, r.source, *f)))
             .filter(|(s, _, f)| seen.insert((s.tracker_id(), f.recorded_at)))
             .collect();
-        // Duplicates are rare (a resend after a lost ack), so this usually returns no row.
-        let mut existing: HashSet<(i64, i64)> = HashSet::new();
+        // Insert first and look for duplicates only if some row was not inserted: they are
+        // rare (a resend after a lost ack). SQLite's `OR IGNORE` (rather than `ON CONFLICT DO
+        // NOTHING`) lets it skip the statement journal it otherwise keeps for every multi-row
+        // insert, in case a CHECK failed halfway; our rows always pass those checks.
+        let insert = match backend {
+            Backend::Sqlite => "INSERT OR IGNORE INTO position_history ",
+            Backend::Postgres => "INSERT INTO position_history ",
+        };
+        let mut inserted: u64 = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = sqlx::QueryBuilder::new("SELECT h.subject_kind, h.subject_id, h.recorded_at FROM (");
-            qb.push_values(chunk, |mut row, (s, _, f)| {
-                let (kind, id) = s.key();
-                row.push_bind(kind).push_bind(id).push_bind(f.recorded_at);
-            });
-            qb.push(") AS k JOIN position_history h ON h.subject_kind = k.column1 AND h.subject_id = k.column2 \
-                     AND h.recorded_at = k.column3");
-            let found: Vec<(String, i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
-            existing.extend(found.into_iter().filter_map(|(kind, id, at)| {
-                Subject::from_key(&kind, id).map(|s| (s.tracker_id(), at))
-            }));
-        }
-        let fresh: Vec<&(Subject, &'static str, StoredFix)> =
-            rows.iter().filter(|(s, _, f)| !existing.contains(&(s.tracker_id(), f.recorded_at))).collect();
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO position_history (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ");
+            let mut qb = sqlx::QueryBuilder::new(insert);
+            qb.push("(subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ");
             qb.push_values(chunk, |mut row, (s, source, f)| {
                 let (kind, id) = s.key();
                 row.push_bind(kind).push_bind(id).push_bind(f.lat).push_bind(f.lon)
                     .push_bind(f.accuracy_m).push_bind(f.recorded_at).push_bind(received).push_bind(*source);
             });
-            qb.push(" ON CONFLICT (subject_kind, subject_id, recorded_at) DO NOTHING");
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            if backend == Backend::Postgres {
+                qb.push(" ON CONFLICT (subject_kind, subject_id, recorded_at) DO NOTHING");
+            }
+            inserted += qb.build().persistent(false).execute(&mut *tx).await?.rows_affected();
+        }
+        // The rows stored before this group are the ones received at another time: each group
+        // has a `received` of its own (see `Writer::last_received`).
+        let mut existing: HashSet<(i64, i64)> = HashSet::new();
+        if inserted < rows.len() as u64 {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = sqlx::QueryBuilder::new("SELECT h.subject_kind, h.subject_id, h.recorded_at FROM (");
+                qb.push_values(chunk, |mut row, (s, _, f)| {
+                    let (kind, id) = s.key();
+                    row.push_bind(kind).push_bind(id).push_bind(f.recorded_at);
+                });
+                qb.push(") AS k JOIN position_history h ON h.subject_kind = k.column1 AND h.subject_id = k.column2 \
+                         AND h.recorded_at = k.column3 AND h.received_at <> ");
+                qb.push_bind(received);
+                let found: Vec<(String, i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+                existing.extend(found.into_iter().filter_map(|(kind, id, at)| {
+                    Subject::from_key(&kind, id).map(|s| (s.tracker_id(), at))
+                }));
+            }
         }
         tx.commit().await?;
         Ok(Stored { modes, existing })

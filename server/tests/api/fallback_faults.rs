@@ -120,8 +120,6 @@ async fn through_a_flaky_database(backend: Backend) {
     assert_eq!(sent["recipient_count"], STAFF);
 
     // The database starts failing a quarter of its queries before the fallback is due.
-    let t0 = std::time::Instant::now();
-    eprintln!("TIMING setup done");
     let faults = srv
         .state
         .db
@@ -133,10 +131,8 @@ async fn through_a_flaky_database(backend: Backend) {
         .map(|s| s.browser.endpoint.clone())
         .collect();
     push.wait_for_each(&endpoints, PATIENCE).await;
-    eprintln!("TIMING pushes {:?}", t0.elapsed());
     let numbers: Vec<String> = sleepers.iter().map(|s| s.number.clone()).collect();
     sms.wait_for_each(&numbers, PATIENCE).await;
-    eprintln!("TIMING texts {:?}", t0.elapsed());
     let injected = faults.injected();
     drop(faults);
     assert!(
@@ -153,7 +149,6 @@ async fn through_a_flaky_database(backend: Backend) {
     })
     .await;
     assert_eq!(done.len(), STAFF);
-    eprintln!("TIMING recorded {:?}", t0.elapsed());
     for copy in &done {
         assert!(
             copy.push_attempts >= 1 && copy.sms_messages == 1,

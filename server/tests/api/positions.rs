@@ -475,7 +475,9 @@ on_both_databases! {
 /// The operator's map answers from memory: a fix shows as soon as it is acknowledged, though
 /// `last_positions` is written behind and no flush has run (a GET used to force one, waiting
 /// behind the writer's queue); a position only the table holds (seeded) shows too.
-async fn the_operator_map_shows_acknowledged_fixes_without_a_flush(backend: crate::support::Backend) {
+async fn the_operator_map_shows_acknowledged_fixes_without_a_flush(
+    backend: crate::support::Backend,
+) {
     let never = |s: &mut vigil_server::Settings| s.position_flush_ms = 3_600_000;
     let Some(srv) = TestServer::start_with(backend, never).await else {
         return;
@@ -492,33 +494,84 @@ async fn the_operator_map_shows_acknowledged_fixes_without_a_flush(backend: crat
          VALUES ('user', $1, 2.5, 45.5, 12.0, $2, $2, 'demo')")
         .bind(seeded.user_id).bind(at).execute(pool).await.map(drop).expect("seeded position"));
 
-    walker.post("/api/v1/positions", json!({"fixes": [fix(4.0, 30.0, 60_000)]})).await.expect(200);
-    let find = |list: &Value, id: i64| list.as_array().expect("list").iter().find(|p| p["id"] == id).cloned();
+    walker
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [fix(4.0, 30.0, 60_000)]}),
+        )
+        .await
+        .expect(200);
+    let find = |list: &Value, id: i64| {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+    };
     let map = operator.get("/api/v1/positions").await.expect(200);
     let me = find(&map, walker.user_id).expect("the walker is on the map at once");
-    assert_eq!((me["lat"].as_f64(), me["lon"].as_f64(), me["area_ids"].clone()), (Some(4.0), Some(30.0), json!([])));
+    assert_eq!(
+        (
+            me["lat"].as_f64(),
+            me["lon"].as_f64(),
+            me["area_ids"].clone()
+        ),
+        (Some(4.0), Some(30.0), json!([]))
+    );
     let other = find(&map, seeded.user_id).expect("the seeded position is on the map");
-    assert_eq!((other["lat"].as_f64(), other["lon"].as_f64(), other["accuracy_m"].as_f64()), (Some(2.5), Some(45.5), Some(12.0)));
+    assert_eq!(
+        (
+            other["lat"].as_f64(),
+            other["lon"].as_f64(),
+            other["accuracy_m"].as_f64()
+        ),
+        (Some(2.5), Some(45.5), Some(12.0))
+    );
 
     // She walks into Juba: the map and its area filter follow, the table still has nothing.
-    walker.post("/api/v1/positions", json!({"fixes": [fix(4.85, 31.58, 10_000)]})).await.expect(200);
-    let in_juba = operator.get(&format!("/api/v1/positions?area_id={juba}")).await.expect(200);
+    walker
+        .post(
+            "/api/v1/positions",
+            json!({"fixes": [fix(4.85, 31.58, 10_000)]}),
+        )
+        .await
+        .expect(200);
+    let in_juba = operator
+        .get(&format!("/api/v1/positions?area_id={juba}"))
+        .await
+        .expect(200);
     let me = find(&in_juba, walker.user_id).expect("the walker is in Juba");
-    assert_eq!((me["lat"].as_f64(), me["lon"].as_f64(), me["area_ids"].clone()), (Some(4.85), Some(31.58), json!([juba])));
+    assert_eq!(
+        (
+            me["lat"].as_f64(),
+            me["lon"].as_f64(),
+            me["area_ids"].clone()
+        ),
+        (Some(4.85), Some(31.58), json!([juba]))
+    );
     assert!(find(&in_juba, seeded.user_id).is_none());
-    let fresh = operator.get("/api/v1/positions?max_age_secs=60").await.expect(200);
+    let fresh = operator
+        .get("/api/v1/positions?max_age_secs=60")
+        .await
+        .expect(200);
     assert!(find(&fresh, walker.user_id).is_some() && find(&fresh, seeded.user_id).is_none());
-    assert_eq!(last_position_row(&srv.state.db, walker.user_id).await, None, "no flush ran for the readers");
+    assert_eq!(
+        last_position_row(&srv.state.db, walker.user_id).await,
+        None,
+        "no flush ran for the readers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_map_shows_acknowledged_fixes_without_a_flush_sqlite() {
-    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Sqlite).await;
+    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Sqlite)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_map_shows_acknowledged_fixes_without_a_flush_postgres() {
-    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Postgres).await;
+    the_operator_map_shows_acknowledged_fixes_without_a_flush(crate::support::Backend::Postgres)
+        .await;
 }
 
 on_both_databases! {

@@ -255,9 +255,11 @@ on_both_databases! {
 /// [`Ws::next`]'s 10 seconds came through the hub, not a heartbeat's re-read
 /// (storage-independent logic, so SQLite covers it).
 async fn quick_heartbeat_server() -> TestServer {
-    TestServer::start_with(crate::support::Backend::Sqlite, |s| s.ws_heartbeat_secs = 25)
-        .await
-        .expect("server")
+    TestServer::start_with(crate::support::Backend::Sqlite, |s| {
+        s.ws_heartbeat_secs = 25
+    })
+    .await
+    .expect("server")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +428,13 @@ async fn the_json_schema_of_every_message_is_served_without_a_token() {
     let schema = srv.anon().get("/api/v1/ws/schema.json").await.expect(200);
     assert_eq!(schema, vigil_protocol::json_schema());
     let defs = schema["$defs"].as_object().expect("$defs");
-    for name in ["ClientMessage", "ServerMessage", "LiveEvent", "Fix", "Board"] {
+    for name in [
+        "ClientMessage",
+        "ServerMessage",
+        "LiveEvent",
+        "Fix",
+        "Board",
+    ] {
         assert!(defs.contains_key(name), "{name} missing");
     }
 }
@@ -439,7 +447,8 @@ async fn open_small_window(base: &str) -> Ws {
         .parse::<std::net::SocketAddr>()
         .expect("address");
     let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-    tcp.set_recv_buffer_size(2048).expect("small receive buffer");
+    tcp.set_recv_buffer_size(2048)
+        .expect("small receive buffer");
     let stream = tcp.connect(addr).await.expect("connects");
     let url = format!("ws://{addr}/api/v1/ws");
     let (socket, _) =
