@@ -110,6 +110,16 @@ impl ServerMessage {
         }
     }
 
+    /// The answer to a request that needed only recording (a receipt), when it carried a
+    /// `ref`: no `ref`, no answer.
+    pub fn ack(reference: Option<String>) -> Option<Self> {
+        reference.map(|r| ServerMessage::Ack {
+            reference: Some(r),
+            accepted: None,
+            duplicates: None,
+        })
+    }
+
     /// The message as JSON text.
     pub fn to_json(&self) -> String {
         // Every field is a string, number, bool, list or map with string keys (or integer keys,

@@ -404,14 +404,19 @@ where
         .await?;
     let insert = format!(
         "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
-         SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({}) RETURNING user_id, seq",
+         SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({})",
         set.select
     );
-    let _: Vec<(i64, i64)> = bind(sqlx::query_as(sqlx::AssertSqlSafe(insert)), &set.param)
+    let insert = sqlx::query(sqlx::AssertSqlSafe(insert));
+    let insert = match &set.param {
+        SetParam::Int(v) => insert.bind(*v),
+        SetParam::Text(v) => insert.bind(v.clone()),
+    };
+    insert
         .bind(kind.to_string())
         .bind(payload.to_string())
         .bind(now)
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await?;
     Ok(seqs)
 }

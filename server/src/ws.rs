@@ -581,11 +581,7 @@ impl Connection {
         state: AlertReceiptState,
     ) -> Flow {
         let reply = match self.state.ledger.record(alert_id, user_id, state).await {
-            Ok(Receipt::Recorded) => reference.map(|reference| ServerMessage::Ack {
-                reference: Some(reference),
-                accepted: None,
-                duplicates: None,
-            }),
+            Ok(Receipt::Recorded) => ServerMessage::ack(reference),
             Ok(Receipt::NotRecipient) => Some(ServerMessage::error(
                 ErrorCode::NotFound,
                 format!("you did not receive alert {alert_id}"),

@@ -53,20 +53,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test]
 async fn the_demo_command_serves_seeded_data_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = vigil(dir.path())
-        .arg("demo")
-        .env("VIGIL_BIND", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vigil demo starts");
-    let line = wait_for_line(&mut child, "Vigil demo is running at");
-    let url = line
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .trim_end_matches('/')
-        .to_string();
+    let (mut child, url) = start_demo(dir.path());
     let info: Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("vigil-demo.json")).expect("vigil-demo.json written"),
     )
@@ -433,23 +420,7 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        support::drop_pg_database(self.admin.clone(), self.name.clone());
     }
 }
 

@@ -80,11 +80,7 @@ pub async fn receipt(
     step: ReceiptState,
 ) -> Option<ServerMessage> {
     match record_receipt(state, actor, conversation_id, seq, step).await {
-        Ok(_) => reference.map(|r| ServerMessage::Ack {
-            reference: Some(r),
-            accepted: None,
-            duplicates: None,
-        }),
+        Ok(_) => ServerMessage::ack(reference),
         Err(e) => Some(error(&e, reference)),
     }
 }

@@ -94,7 +94,9 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>, stop: tokio_util::sync::Cancel
             }
         }
         // A failed write is retried once the database answers again: the log is what a
-        // person reads to learn who saw where they were, so entries are not given up.
+        // person reads to learn who saw where they were, so entries are not given up — except
+        // at shutdown, after a few seconds of retries, when the node cannot wait any longer
+        // (the failure is logged with the number of entries).
         let mut delay = std::time::Duration::from_millis(100);
         while let Err(e) = write(&db, &group).await {
             tracing::error!(error = %e, entries = group.len(), "location-access log: write failed; retrying");

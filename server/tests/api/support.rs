@@ -200,24 +200,7 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
         if let Some((admin_url, name)) = self.pg_cleanup.take() {
-            // Drop runs outside async context guarantees; a short-lived runtime on its own
-            // thread removes the database even if the test panicked.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
-            })
-            .join();
+            drop_pg_database(admin_url, name);
         }
     }
 }
@@ -404,4 +387,25 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(Method::DELETE, path, None).await
     }
+}
+
+/// Drops a throwaway PostgreSQL database, from a `Drop` impl: outside any async context, a
+/// short-lived runtime on its own thread removes it even if the test panicked.
+pub fn drop_pg_database(admin_url: String, name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    })
+    .join();
 }
