@@ -12,10 +12,16 @@ pub async fn next_group<T>(
     stop: &CancellationToken,
     max: usize,
 ) -> Option<Vec<T>> {
+    if stop.is_cancelled() {
+        rx.close();
+    }
     let first = if rx.is_closed() {
         rx.recv().await?
     } else {
+        // Biased so a stop is seen before queued work: once stopped, the queue closes first
+        // and only what it already holds still comes out.
         tokio::select! {
+            biased;
             () = stop.cancelled() => {
                 rx.close();
                 rx.recv().await?
