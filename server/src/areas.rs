@@ -348,7 +348,9 @@ pub async fn save(
             };
             let previous = read_tracker(tracker).areas().get(row.id).cloned();
             let changes = write_tracker(tracker).upsert_area(area, now);
-            if let Err(e) = tx.commit().await {
+            (row, previous, changes.len())
+        }, |(row, previous, changes), committed| {
+            if let Err(e) = committed {
                 // Put memory back as it was before this write.
                 let mut t = write_tracker(tracker);
                 match previous {
@@ -357,8 +359,8 @@ pub async fn save(
                 }
                 return Err(e);
             }
-            if !changes.is_empty() {
-                tracing::debug!(area_id = row.id, changes = changes.len(), "area change moved subjects");
+            if changes > 0 {
+                tracing::debug!(area_id = row.id, changes, "area change moved subjects");
             }
             Ok(row)
         })
@@ -512,8 +514,9 @@ async fn delete(
             sqlx::query("DELETE FROM areas WHERE id = $1").bind(id).execute(&mut *tx).await?;
             crate::audit::record(&mut *tx, Some(actor.user_id), current.org_id, "area.delete", &format!("area:{id}"), &current.name).await?;
             // As in `save`: memory changes while the row is locked, and is restored on failure.
-            let (removed, _) = write_tracker(&state.tracker).remove_area(id);
-            if let Err(e) = tx.commit().await {
+            write_tracker(&state.tracker).remove_area(id).0
+        }, |removed, committed| {
+            if let Err(e) = committed {
                 if let Some(area) = removed {
                     drop(write_tracker(&state.tracker).upsert_area(area, now_ms()));
                 }

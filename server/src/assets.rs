@@ -210,7 +210,6 @@ async fn create(
                 .fetch_one(&mut *tx).await?;
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "asset.create",
                 &format!("asset:{}", row.id), &row.name).await?;
-            tx.commit().await?;
             Ok(row)
         })
     }
@@ -289,7 +288,6 @@ async fn update(
             .fetch_one(&mut *tx).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), action,
             &format!("asset:{id}"), &row.name).await?;
-        tx.commit().await?;
         row
     });
     Ok(Json(row.into()))

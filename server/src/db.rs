@@ -84,21 +84,36 @@ macro_rules! on_writer {
     };
 }
 
-/// Runs `$body` inside a write transaction bound to `$tx`; the body must commit.
+/// Runs `$body` inside a write transaction bound to `$tx` and commits once the body has
+/// produced its value, which the macro then yields. Leaving the body early (`?`, `return`) rolls
+/// back: that is how a body aborts. The body cannot commit (the transaction stays the macro's),
+/// so no path through it can end without a commit and be rolled back unnoticed.
+/// With `|value, committed| after` the commit's result is handed to `after` instead of being
+/// returned with `?`, for callers that must undo something in memory when the commit fails.
 /// SQLite transactions start with `BEGIN IMMEDIATE` so they take the write lock up front.
 #[macro_export]
 macro_rules! in_tx {
     ($db:expr, $tx:ident => $body:expr) => {
+        $crate::in_tx!($db, $tx => $body, |value, committed| {
+            committed?;
+            value
+        })
+    };
+    ($db:expr, $tx:ident => $body:expr, |$value:pat_param, $committed:ident| $after:expr) => {
         match &*$crate::db::faults::pick(&$db) {
             $crate::db::Db::Sqlite { write, .. } => {
                 #[allow(unused_mut)]
                 let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                $body
+                let $value = $body;
+                let $committed = $tx.commit().await;
+                $after
             }
             $crate::db::Db::Postgres(pool) => {
                 #[allow(unused_mut)]
                 let mut $tx = pool.begin().await?;
-                $body
+                let $value = $body;
+                let $committed = $tx.commit().await;
+                $after
             }
         }
     };

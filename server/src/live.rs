@@ -499,7 +499,6 @@ pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx:
             });
             qb.build().persistent(false).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         stored
     });
     for (user_id, msg) in stored {

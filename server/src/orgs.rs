@@ -106,7 +106,6 @@ pub async fn insert(
              RETURNING id, name, short_name, created_at")
             .bind(name).bind(short).bind(now_ms()).fetch_one(&mut *tx).await?;
         crate::audit::record(&mut *tx, actor_id, Some(org.id), "organisation.create", &format!("organisation:{}", org.id), name).await?;
-        tx.commit().await?;
         Ok(org)
     }) }
     .await;

@@ -257,24 +257,62 @@ pub fn checked_position(p: &FixIn, now: i64) -> Vec<Issue> {
     issues
 }
 
-/// Stores a timeline event and tells the operators (and, for updates, the person) in the same
-/// transaction as the change `$change` made to the case.
-macro_rules! record_and_notify {
-    ($db:expr, $tx:ident, $case:expr, $actor:expr, $kind:expr, $detail:expr, $msg_kind:expr, $now:expr) => {{
-        let db: &Db = $db;
-        let case: &SosCase = $case;
-        sqlx::query("INSERT INTO sos_events (case_id, at, actor_id, kind, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(case.id).bind($now).bind($actor).bind($kind).bind($detail).execute(&mut *$tx).await?;
-        let payload = json!({"case": case, "event": $kind, "actor_id": $actor}).to_string();
-        let receivers = crate::policy::sos_receivers();
-        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(receivers_sql(db)))
-            .bind(case.user_id).bind(case.org_id).bind(receivers.own_org_json()).bind(receivers.every_org_json())
-            .fetch_all(&mut *$tx).await?;
-        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-        let set = crate::live::PersonSet::new(db.json_ints(1), crate::live::SetParam::Text(ids));
-        let seqs = crate::live::store_for_set(&mut $tx, &set, $msg_kind, &payload, $now).await?;
-        (seqs, payload)
-    }};
+/// One step of a case's timeline, as [`record_and_notify`] stores it.
+struct Step<'a> {
+    /// Who took the step (the person, an operator; none for the system).
+    actor: Option<i64>,
+    /// The timeline event's name (`opened`, `claimed`, …).
+    event: &'a str,
+    /// The event's JSON detail.
+    detail: &'a str,
+    /// The stored message's kind (`sos`, `sos_update`).
+    kind: &'a str,
+    /// When.
+    now: i64,
+}
+
+/// Stores a timeline event and a numbered copy of the case for everyone who hears of it, in
+/// the caller's transaction (the one that changed the case); returns the copies and their
+/// payload for delivery after the commit.
+async fn record_and_notify<DB>(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'_, DB>,
+    case: &SosCase,
+    step: Step<'_>,
+) -> Result<(Vec<(i64, i64)>, String), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    sqlx::query(
+        "INSERT INTO sos_events (case_id, at, actor_id, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(case.id)
+    .bind(step.now)
+    .bind(step.actor)
+    .bind(step.event)
+    .bind(step.detail)
+    .execute(&mut **tx)
+    .await?;
+    let payload = json!({"case": case, "event": step.event, "actor_id": step.actor}).to_string();
+    let receivers = crate::policy::sos_receivers();
+    let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(receivers_sql(db)))
+        .bind(case.user_id)
+        .bind(case.org_id)
+        .bind(receivers.own_org_json())
+        .bind(receivers.every_org_json())
+        .fetch_all(&mut **tx)
+        .await?;
+    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let set = crate::live::PersonSet::new(db.json_ints(1), crate::live::SetParam::Text(ids));
+    let seqs = crate::live::store_for_set(tx, &set, step.kind, &payload, step.now).await?;
+    Ok((seqs, payload))
 }
 
 /// Who hears of a case of organisation `$2` opened by person `$1`: the person, and everyone
@@ -415,28 +453,50 @@ async fn press(
                     sqlx::query("UPDATE sos_cases SET lat = $2, lon = $3, accuracy_m = $4, position_at = $5, location_source = $6 WHERE id = $1")
                         .bind(id).bind(p.lat).bind(p.lon).bind(p.accuracy_m).bind(p.at.0).bind(&p.source).execute(&mut *tx).await?;
                 }
-                let out = record_and_notify!(&state.db, tx, &case, Some(actor.user_id), "pressed_again", &detail, KIND_SOS_UPDATE, now);
-                tx.commit().await?;
-                out
+                let step = Step { actor: Some(actor.user_id), event: "pressed_again", detail: &detail, kind: KIND_SOS_UPDATE, now };
+                record_and_notify(&state.db, &mut tx, &case, step).await?
             });
             (StatusCode::OK, id, seqs, payload)
         }
         None => {
+            // The chat exists before the case, so that the case is stored and announced to
+            // the operators with its conversation.
+            let conversation = open_chat(&state, &actor).await;
             let p = position.as_ref();
-            let (id, seqs, payload) = in_tx!(&state.db, tx => {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO sos_cases (org_id, user_id, status, lat, lon, accuracy_m, position_at, location_source, opened_at) \
-                     VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8) RETURNING id")
-                    .bind(actor.org_id).bind(actor.user_id).bind(p.map(|p| p.lat)).bind(p.map(|p| p.lon))
-                    .bind(p.and_then(|p| p.accuracy_m)).bind(p.map(|p| p.at.0)).bind(p.map(|p| p.source.clone())).bind(now)
-                    .fetch_one(&mut *tx).await?;
-                let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE c.id = $1"))).bind(id).fetch_one(&mut *tx).await?;
-                let case = SosCase::from(row);
-                let (seqs, payload) = record_and_notify!(&state.db, tx, &case, Some(actor.user_id), "opened", &detail, KIND_SOS, now);
-                crate::audit::record(&mut *tx, Some(actor.user_id), Some(actor.org_id), "sos.open", &format!("sos:{id}"), "").await?;
-                tx.commit().await?;
-                (id, seqs, payload)
-            });
+            let stored: AppResult<_> = async {
+                Ok(in_tx!(&state.db, tx => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO sos_cases (org_id, user_id, status, lat, lon, accuracy_m, position_at, location_source, opened_at, conversation_id) \
+                         VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9) RETURNING id")
+                        .bind(actor.org_id).bind(actor.user_id).bind(p.map(|p| p.lat)).bind(p.map(|p| p.lon))
+                        .bind(p.and_then(|p| p.accuracy_m)).bind(p.map(|p| p.at.0)).bind(p.map(|p| p.source.clone())).bind(now)
+                        .bind(conversation)
+                        .fetch_one(&mut *tx).await?;
+                    if let Some(c) = conversation {
+                        sqlx::query("UPDATE conversations SET ref_id = $2 WHERE id = $1")
+                            .bind(c).bind(id).execute(&mut *tx).await?;
+                    }
+                    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE c.id = $1"))).bind(id).fetch_one(&mut *tx).await?;
+                    let case = SosCase::from(row);
+                    let step = Step { actor: Some(actor.user_id), event: "opened", detail: &detail, kind: KIND_SOS, now };
+                    let (seqs, payload) = record_and_notify(&state.db, &mut tx, &case, step).await?;
+                    crate::audit::record(&mut *tx, Some(actor.user_id), Some(actor.org_id), "sos.open", &format!("sos:{id}"), "").await?;
+                    (id, seqs, payload)
+                }))
+            }
+            .await;
+            let (id, seqs, payload) = match stored {
+                Ok(done) => done,
+                Err(e) => {
+                    if let Some(c) = conversation {
+                        // No case holds this chat: close it rather than leave it open unowned.
+                        if let Err(closing) = crate::chat::close(&state, c).await {
+                            tracing::error!(error = %closing, conversation = c, "closing an SOS chat without a case failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             (StatusCode::CREATED, id, seqs, payload)
         }
     };
@@ -446,36 +506,31 @@ async fn press(
         KIND_SOS_UPDATE
     };
     state.hub.deliver_each(kind, &payload, &seqs);
-    if status == StatusCode::CREATED {
-        open_chat(&state, &actor, id).await;
-    }
     tracing::warn!(case = id, user = actor.user_id, "SOS pressed");
     Ok((status, Json(load(&state.db, id).await?)))
 }
 
-/// Opens the case's chat between the person and the operators. The case stands even if this
-/// fails (it is logged): operators still have the person's phone number and the case.
-async fn open_chat(state: &AppState, actor: &Actor, case_id: i64) {
+/// Opens an SOS chat between the person and the operators, for the case about to be stored.
+/// A case stands even if this fails (it is logged): operators still have the person's phone
+/// number and the case.
+async fn open_chat(state: &AppState, actor: &Actor) -> Option<i64> {
     let name = crate::chat::store::name_of(&state.db, actor.user_id)
         .await
         .unwrap_or_default();
     let new = crate::chat::NewConversation {
         org_id: actor.org_id,
         kind: crate::chat::Kind::Sos,
-        ref_id: Some(case_id),
+        ref_id: None,
         title: format!("SOS: {name}"),
         created_by: Some(actor.user_id),
         members: vec![actor.user_id],
     };
-    let linked = match crate::chat::open(state, new).await {
-        Ok(conversation) => crate::on_writer!(&state.db, pool => sqlx::query(
-            "UPDATE sos_cases SET conversation_id = $2 WHERE id = $1")
-            .bind(case_id).bind(conversation).execute(pool).await.map(drop))
-        .map_err(AppError::from),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = linked {
-        tracing::error!(error = %e, case = case_id, "opening the SOS chat failed");
+    match crate::chat::open(state, new).await {
+        Ok(conversation) => Some(conversation),
+        Err(e) => {
+            tracing::error!(error = %e, user = actor.user_id, "opening the SOS chat failed");
+            None
+        }
     }
 }
 
@@ -526,9 +581,8 @@ async fn operator_step(
         if changed == 1 {
             let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE c.id = $1"))).bind(id).fetch_one(&mut *tx).await?;
             let fresh = SosCase::from(row);
-            let out = record_and_notify!(&state.db, tx, &fresh, Some(actor.user_id), event, &detail, KIND_SOS_UPDATE, now);
-            tx.commit().await?;
-            Some(out)
+            let step = Step { actor: Some(actor.user_id), event, detail: &detail, kind: KIND_SOS_UPDATE, now };
+            Some(record_and_notify(&state.db, &mut tx, &fresh, step).await?)
         } else {
             None
         }

@@ -163,7 +163,6 @@ async fn arm(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
                 sqlx::query(sqlx::AssertSqlSafe(none.clone()))
                     .bind(alert_id).execute(&mut *tx).await?;
             }
-            tx.commit().await?;
         });
     }
     Ok(())
@@ -180,7 +179,6 @@ async fn claim(db: &Db, now: i64, leased_until: i64, limit: i64) -> Result<Vec<D
                  ORDER BY next_attempt_at LIMIT $3) \
              RETURNING alert_id, user_id, push_attempts, sms_messages")
             .bind(now).bind(leased_until).bind(limit).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
         due
     }))
 }
@@ -246,7 +244,6 @@ async fn record(db: &Db, group: &[(&Due, Outcome)]) -> Result<(), sqlx::Error> {
                 .bind(o.sms_segments).bind(o.next).bind(o.error.as_deref())
                 .execute(&mut *tx).await?;
         }
-        tx.commit().await?;
     });
     Ok(())
 }

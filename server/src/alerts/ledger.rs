@@ -285,7 +285,6 @@ async fn write(db: &Db, group: &[Entry]) -> Result<HashSet<(i64, i64)>, sqlx::Er
                 .fetch_all(&mut *tx).await?;
             found.extend(rows);
         }
-        tx.commit().await?;
         Ok(found)
     })
 }
@@ -318,7 +317,6 @@ async fn publish_counts(db: &Db, hub: &Hub, alert_id: i64) -> Result<(), sqlx::E
     let org: Option<i64> = in_tx!(db, tx => {
         let org = sqlx::query_scalar("UPDATE alerts SET counts = $2 WHERE id = $1 RETURNING org_id")
             .bind(alert_id).bind(&text).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
         org
     });
     if let Some(org) = org {

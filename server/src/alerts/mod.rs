@@ -664,7 +664,6 @@ async fn set_grants(
             }
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(person.org_id), "user.broadcast_grants",
                 &format!("user:{id}"), &serde_json::to_string(&body).unwrap_or_default()).await?;
-            tx.commit().await?;
             Ok(())
         })
     }

@@ -369,7 +369,6 @@ pub async fn insert_and_deliver(
         }
         crate::audit::record(&mut *tx, new.sender_id, Some(new.org_id), "alert.send", &format!("alert:{alert_id}"),
             &format!("{} recipients; {}", audience.recipients.len(), new.identifier)).await?;
-        tx.commit().await?;
         alert_id
     });
     let alert = load(db, alert_id).await?;
@@ -456,7 +455,6 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
         let seqs = store_for_set(&mut tx, &set, KIND_CANCELLED, &text, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(alert.org_id), "alert.cancel",
             &format!("alert:{id}"), &alert.identifier).await?;
-        tx.commit().await?;
         seqs
     });
     deliver_live(state, &alert, KIND_CANCELLED, &payload, &seqs);
@@ -471,7 +469,6 @@ pub async fn supersede(db: &Db, id: i64, now: i64) -> AppResult<()> {
             .bind(id).bind(now).execute(&mut *tx).await?;
         sqlx::query("UPDATE alert_recipients SET next_attempt_at = NULL WHERE alert_id = $1 AND next_attempt_at IS NOT NULL")
             .bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
     });
     Ok(())
 }

@@ -151,7 +151,6 @@ async fn create(
                 .fetch_one(&mut *tx).await?;
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "alert_template.create",
                 &format!("alert_template:{id}"), &name).await?;
-            tx.commit().await?;
             Ok::<i64, sqlx::Error>(id)
         })
     }
@@ -185,7 +184,6 @@ async fn replace(
                 .bind(id).bind(&name).bind(&content).bind(now_ms()).execute(&mut *tx).await?;
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(current.org_id), "alert_template.update",
                 &format!("alert_template:{id}"), &name).await?;
-            tx.commit().await?;
             Ok::<(), sqlx::Error>(())
         })
     }
@@ -214,7 +212,6 @@ async fn remove(
         sqlx::query("DELETE FROM alert_templates WHERE id = $1").bind(id).execute(&mut *tx).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(current.org_id), "alert_template.delete",
             &format!("alert_template:{id}"), &current.name).await?;
-        tx.commit().await?;
     });
     Ok(StatusCode::NO_CONTENT)
 }

@@ -154,7 +154,6 @@ async fn login(
         sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)")
             .bind(hash_token(&refresh_token)).bind(&session_id).bind(now)
             .execute(&mut *tx).await?;
-        tx.commit().await?;
     });
     tracing::info!(user_id = user.id, "login");
     Ok(Json(tokens(&state, user.id, &session_id, refresh_token)?))
@@ -234,7 +233,6 @@ async fn refresh(
             sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
                 .bind(now).bind(row.user_id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         done.rows_affected() == 1
     });
     if !claimed {

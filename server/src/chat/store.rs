@@ -273,7 +273,6 @@ pub async fn insert(db: &Db, new: Insert<'_>) -> AppResult<i64> {
         sqlx::query(sqlx::AssertSqlSafe(add)).bind(&set).bind(id).bind(now).execute(&mut *tx).await?;
         crate::audit::record(&mut *tx, new.created_by, Some(new.org_id), "chat.open", &format!("conversation:{id}"),
             &format!("{} {:?}; {} members", new.kind.as_str(), new.title, new.members.len())).await?;
-        tx.commit().await?;
         id
     });
     Ok(id)
@@ -315,7 +314,6 @@ pub async fn add_members(
             crate::audit::record(&mut *tx, actor_id, Some(org_id), "chat.members.add",
                 &format!("conversation:{conversation_id}"), &people(&added)).await?;
         }
-        tx.commit().await?;
         added
     });
     Ok(added)
@@ -351,7 +349,6 @@ pub async fn remove_members(
             crate::audit::record(&mut *tx, actor_id, Some(org_id), "chat.members.remove",
                 &format!("conversation:{conversation_id}"), &people(&removed)).await?;
         }
-        tx.commit().await?;
         removed
     });
     Ok(removed)
@@ -373,7 +370,6 @@ pub async fn close(db: &Db, conversation_id: i64, actor_id: Option<i64>) -> AppR
             });
         };
         crate::audit::record(&mut *tx, actor_id, Some(org), "chat.close", &format!("conversation:{conversation_id}"), "").await?;
-        tx.commit().await?;
     });
     Ok(now)
 }
@@ -489,7 +485,6 @@ async fn try_insert_message(
              last_delivered_seq = excluded.last_delivered_seq, last_read_seq = excluded.last_read_seq")
             .bind(conversation_id).bind(sender_id).bind(now).bind(seq).bind(false)
             .execute(&mut *tx).await?;
-        tx.commit().await?;
         Ok(Stored {
             message: ChatMessage {
                 conversation_id,

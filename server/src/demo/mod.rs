@@ -277,7 +277,6 @@ pub async fn seed(state: &AppState) -> anyhow::Result<Vec<DemoLogin>> {
                 .bind(id).bind(fix.lat).bind(fix.lon).bind(fix.accuracy_m).bind(fix.at_ms).execute(&mut *tx).await?;
             fixes.push((Subject::Asset(id).tracker_id(), fix));
         }
-        tx.commit().await?;
     });
     {
         let mut tracker = write_tracker(&state.tracker);

@@ -180,7 +180,6 @@ async fn issue(
             .bind(actor.user_id).bind(now).fetch_one(&mut *tx).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "device.issue",
             &format!("device:{id}"), &format!("{kind}:{subject_id} {label}")).await?;
-        tx.commit().await?;
         id
     });
     tracing::info!(device_id = id, kind, subject_id, "device credential issued");
@@ -236,7 +235,6 @@ async fn revoke(
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "device.revoke",
                 &format!("device:{id}"), "").await?;
         }
-        tx.commit().await?;
     });
     tracing::info!(device_id = id, "device credential revoked");
     Ok(StatusCode::NO_CONTENT)

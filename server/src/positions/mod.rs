@@ -547,7 +547,6 @@ async fn set_followed(
                 sqlx::query("INSERT INTO followed_areas (user_id, area_id, since) VALUES ($1, $2, $3)")
                     .bind(actor.user_id).bind(id).bind(now).execute(&mut *tx).await?;
             }
-            tx.commit().await?;
             Ok(())
         })
     }

@@ -577,7 +577,6 @@ impl Writer {
         let pending: Vec<LastRow<'_>> = self.dirty.iter().map(|(s, l)| l.row(*s)).collect();
         in_tx!(&self.db, tx => {
             upsert_latest(&mut *tx, &pending).await?;
-            tx.commit().await?;
         });
         self.dirty.clear();
         Ok(())
@@ -672,7 +671,6 @@ async fn store_group(
                 }));
             }
         }
-        tx.commit().await?;
         Ok(Stored { modes, existing })
     })
 }
@@ -691,7 +689,6 @@ async fn set_mode(db: &Db, user_id: i64, tracking: bool) -> Result<(), sqlx::Err
             .bind(user_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
             .bind(user_id).execute(&mut *tx).await?;
-        tx.commit().await?;
         Ok(())
     })
 }
@@ -710,7 +707,6 @@ async fn expire(
         let gone: Vec<(String, i64)> = sqlx::query_as(
             "DELETE FROM last_positions WHERE recorded_at < $1 RETURNING subject_kind, subject_id")
             .bind(cutoff_ms).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
         Ok((n, gone.into_iter().filter_map(|(k, id)| Subject::from_key(&k, id)).collect()))
     })
 }
@@ -772,7 +768,6 @@ pub async fn replay_unflushed(db: &Db) -> Result<usize, sqlx::Error> {
         .collect();
     in_tx!(db, tx => {
         upsert_latest(&mut *tx, &rows).await?;
-        tx.commit().await?;
     });
     Ok(rows.len())
 }

@@ -306,7 +306,6 @@ async fn write(db: &Db, answers: &[Pending]) -> Result<Vec<Result<(), Refused>>,
                 .execute(&mut *tx).await?;
             out.push(Ok(()));
         }
-        tx.commit().await?;
         Ok(out)
     })
 }

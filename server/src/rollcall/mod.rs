@@ -429,7 +429,6 @@ async fn start(
         let seqs = store_for_set(&mut tx, &set, KIND_ROLLCALL, &payload, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(actor.org_id), "rollcall.start", &format!("rollcall:{id}"),
             &format!("{} people; {title}", audience.recipients.len())).await?;
-        tx.commit().await?;
         (id, seqs)
     });
     let payload =
@@ -558,7 +557,6 @@ async fn close(
             .bind(id).execute(&mut *tx).await?;
         let seqs = store_for_set(&mut tx, &set, KIND_CLOSED, &payload, now).await?;
         crate::audit::record(&mut *tx, Some(actor.user_id), Some(row.org_id), "rollcall.close", &format!("rollcall:{id}"), &report).await?;
-        tx.commit().await?;
         seqs
     });
     state.hub.deliver_each(KIND_CLOSED, &payload, &seqs);

@@ -75,7 +75,6 @@ async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
                  WHERE next_reminder_at IS NOT NULL AND next_reminder_at <= $1 ORDER BY next_reminder_at LIMIT $3) \
              RETURNING rollcall_id, user_id, reminders_sent, sms_sent")
             .bind(now).bind(lease).bind(BATCH).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
         due
     });
     let claimed = due.len();
@@ -160,7 +159,6 @@ async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
                          WHERE rollcall_id = $1 AND user_id = $2 AND dependant_id = 0 AND status = 'no_answer'")
                 .bind(*rollcall_id).bind(*user_id).bind(*reminders).bind(*sms).bind(*next).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
     });
     Ok(claimed)
 }

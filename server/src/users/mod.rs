@@ -350,7 +350,6 @@ async fn grant_role(
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "role.grant",
                 &format!("user:{user_id}"), role.as_str()).await?;
         }
-        tx.commit().await?;
     });
     Ok(Json(store::load_person(&state.db, user_id).await?))
 }
@@ -382,7 +381,6 @@ async fn revoke_role(
             }
             crate::audit::record(&mut *tx, Some(actor.user_id), Some(org_id), "role.revoke",
                 &format!("user:{user_id}"), role.as_str()).await?;
-            tx.commit().await?;
             Ok(())
         })
     }

@@ -653,9 +653,9 @@ async fn apply(
             &format!("rows={} created={} updated={} unchanged={} deactivated={} dry_run={dry_run}",
                 report.rows, report.created, report.updated, report.unchanged, report.deactivated)).await?;
         if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
+            // Leaving the body early drops the transaction: a dry run rolls everything back.
+            tracing::info!(org_id, ?report, "roster checked (dry run)");
+            return Ok(report);
         }
     });
     tracing::info!(org_id, ?report, "roster imported");

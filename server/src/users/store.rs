@@ -229,7 +229,6 @@ pub async fn insert_person(
             let role_list = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
             crate::audit::record(&mut *tx, actor_id, Some(org_id), "user.create",
                 &format!("user:{id}"), &format!("{} roles={role_list}", p.email)).await?;
-            tx.commit().await?;
             Ok(id)
         })
     }
@@ -444,7 +443,6 @@ pub async fn update_person(
                 let action = if active { "user.activate" } else { "user.deactivate" };
                 crate::audit::record(&mut *tx, actor_id, Some(org_id), action, &format!("user:{id}"), "").await?;
             }
-            tx.commit().await?;
             Ok(())
         })
     }
@@ -532,7 +530,6 @@ pub async fn set_password(
             .bind(&hash).bind(now_ms()).bind(id).execute(&mut *tx).await?;
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
             .bind(now_ms()).bind(id).bind(keep_session.unwrap_or("")).execute(&mut *tx).await?;
-        tx.commit().await?;
     });
     Ok(())
 }

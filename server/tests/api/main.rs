@@ -22,4 +22,5 @@ mod rollcall;
 mod roster;
 mod sms;
 mod sos;
+mod transactions;
 mod ws;

@@ -91,16 +91,18 @@ on_both_databases! {
         let id = case["id"].as_i64().expect("id");
         assert_eq!((case["status"].as_str(), case["position"]["source"].as_str()), (Some("open"), Some("tracking")));
         assert_eq!(case["position"]["lat"], -1.29);
+        let chat = case["conversation_id"].as_i64().expect("the case's chat");
         for ws in [&mut console1, &mut watcher] {
             let m = ws.next_of("message").await;
             assert_eq!((m["kind"].as_str(), m["payload"]["case"]["id"].as_i64()), (Some("sos"), Some(id)), "{m}");
             assert_eq!(m["payload"]["case"]["user_id"], staff.user_id);
+            // The console can open the case's chat from the alarm itself.
+            assert_eq!(m["payload"]["case"]["conversation_id"], chat, "{m}");
         }
         // An operator who was offline gets it when the console reconnects.
         let (mut console2, _) = Ws::hello(&srv, &op2, 0).await;
         assert_eq!(console2.next_of("message").await["payload"]["case"]["id"], id);
         // The case has a chat between the person and the operators.
-        let chat = case["conversation_id"].as_i64().expect("the case's chat");
         staff.post(&format!("/api/v1/conversations/{chat}/messages"), json!({"client_id": "m1", "body": "please call"})).await.expect(201);
         let said = op2.get(&format!("/api/v1/conversations/{chat}/messages")).await.expect(200);
         assert_eq!(said.to_string().matches("please call").count(), 1, "{said}");
