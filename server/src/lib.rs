@@ -41,6 +41,7 @@ pub mod push;
 pub mod rollcall;
 pub mod sms;
 pub mod sos;
+pub mod stream;
 pub mod sweeper;
 pub mod users;
 pub mod web;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub tracker: areas::SharedTracker,
     /// Live WebSocket connections on this node.
     pub hub: Arc<live::Hub>,
+    /// The reader of every person's numbered messages, with the modules' sources plugged in.
+    pub stream: stream::Stream,
     /// The single writer of positions (group commit, ordered with mode switches).
     pub positions: positions::PositionWriter,
     /// The single writer of alert delivery steps (batched), which also publishes counts.
@@ -152,6 +155,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
             &background,
         ),
         hub,
+        // Alerts keep their copies as ledger rows; every other module stores in the stream's
+        // own table.
+        stream: stream::Stream::new(vec![Box::new(alerts::store::LedgerCopies)]),
         tracker,
         db,
         settings: Arc::new(settings),

@@ -1,6 +1,7 @@
-//! The live hub: which WebSocket connections belong to whom, per-person messages that are
-//! stored before they are pushed (so a reconnecting client resumes without loss), and live
-//! events (positions, geofence crossings) for the operators watching an organisation.
+//! The live hub: which WebSocket connections belong to whom, what each of them follows, and
+//! handing them per-person messages (stored first by [`crate::stream`], so a reconnecting
+//! client resumes without loss) and live events (positions, geofence crossings, operations
+//! updates) for the operators watching an organisation. It knows no table and no domain.
 //!
 //! Every connection has a small bounded queue. The hub never waits on a connection: if a queue
 //! is full the hub drops that connection's sender, the connection closes with code 4008, and the
@@ -14,8 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use vigil_protocol::{ServerMessage, Topic};
 
-use crate::db::{Db, Timestamp, now_ms};
-use crate::in_tx;
+use crate::db::{Timestamp, now_ms};
 
 /// Messages a connection may have queued before it counts as too slow. A phone uploading ten
 /// fixes a message can be owed an ack and several border crossings per message, and a busy
@@ -335,196 +335,6 @@ impl Hub {
             inner.cut(id, "operator's queue full");
         }
     }
-}
-
-/// A set of people chosen by a sub-select of `user_id`s, whose one parameter is `$1`.
-#[derive(Debug, Clone)]
-pub struct PersonSet {
-    select: String,
-    param: SetParam,
-}
-
-/// The value bound to a [`PersonSet`]'s `$1`.
-#[derive(Debug, Clone)]
-pub enum SetParam {
-    /// An id (an alert's, a roll-call's).
-    Int(i64),
-    /// Text, such as a JSON array of ids (see [`Db::json_ints`]).
-    Text(String),
-}
-
-impl PersonSet {
-    /// The people `select` returns (one `user_id` column) with `$1` bound to `param`.
-    pub fn new(select: impl Into<String>, param: SetParam) -> Self {
-        Self {
-            select: select.into(),
-            param,
-        }
-    }
-}
-
-/// Stores one message of `kind` for every person in `set`, each with their next sequence
-/// number, inside the caller's transaction; returns `(person, seq)`. Two statements whatever
-/// the number of people.
-pub async fn store_for_set<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    set: &PersonSet,
-    kind: &str,
-    payload: &str,
-    now: i64,
-) -> Result<Vec<(i64, i64)>, sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    fn bind<'q, DB, O>(
-        q: sqlx::query::QueryAs<'q, DB, O, DB::Arguments>,
-        p: &SetParam,
-    ) -> sqlx::query::QueryAs<'q, DB, O, DB::Arguments>
-    where
-        DB: sqlx::Database,
-        for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-        for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    {
-        match p {
-            SetParam::Int(v) => q.bind(*v),
-            SetParam::Text(v) => q.bind(v.clone()),
-        }
-    }
-    let bump = format!(
-        "UPDATE message_seqs SET seq = seq + 1 WHERE user_id IN ({}) RETURNING user_id, seq",
-        set.select
-    );
-    let seqs: Vec<(i64, i64)> = bind(sqlx::query_as(sqlx::AssertSqlSafe(bump)), &set.param)
-        .fetch_all(&mut **tx)
-        .await?;
-    let insert = format!(
-        "INSERT INTO user_messages (user_id, seq, kind, payload, created_at) \
-         SELECT user_id, seq, $2, $3, $4 FROM message_seqs WHERE user_id IN ({})",
-        set.select
-    );
-    let insert = sqlx::query(sqlx::AssertSqlSafe(insert));
-    let insert = match &set.param {
-        SetParam::Int(v) => insert.bind(*v),
-        SetParam::Text(v) => insert.bind(v.clone()),
-    };
-    insert
-        .bind(kind.to_string())
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(seqs)
-}
-
-/// A message to store and push to one person.
-#[derive(Debug, Clone)]
-pub struct Note {
-    /// The person.
-    pub user_id: i64,
-    /// The message kind.
-    pub kind: &'static str,
-    /// The message.
-    pub payload: serde_json::Value,
-    /// Fill `payload.advisory` with this area's current advisory, read in the same transaction.
-    pub advisory_of: Option<i64>,
-}
-
-/// Stores many messages in one transaction (each with its person's next sequence number), then
-/// pushes them live. The position writer sends a whole group's geofence messages this way.
-/// A fixed number of statements whatever the number of messages: one read of the advisories,
-/// one counter update and one insert per 1,000 people or messages. Messages to someone the
-/// database does not know are dropped.
-pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx::Error> {
-    /// Rows per statement: 5 parameters a row stays far below SQLite's 32,766.
-    const CHUNK: usize = 1000;
-    if notes.is_empty() {
-        return Ok(());
-    }
-    let now = now_ms();
-    let mut areas: Vec<i64> = notes.iter().filter_map(|n| n.advisory_of).collect();
-    areas.sort_unstable();
-    areas.dedup();
-    let mut counts: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-    for n in &notes {
-        *counts.entry(n.user_id).or_default() += 1;
-    }
-    let counts: Vec<(i64, i64)> = counts.into_iter().collect();
-    let mut notes = notes;
-    let stored: Vec<(i64, StoredMessage)> = in_tx!(db, tx => {
-        let mut advisories: HashMap<i64, Option<String>> = HashMap::with_capacity(areas.len());
-        for chunk in areas.chunks(CHUNK) {
-            let mut qb = sqlx::QueryBuilder::new("SELECT id, advisory FROM areas WHERE id IN (");
-            let mut ids = qb.separated(", ");
-            for id in chunk {
-                ids.push_bind(*id);
-            }
-            qb.push(")");
-            let rows: Vec<(i64, Option<String>)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
-            advisories.extend(rows);
-        }
-        // Each person's counter moves by their number of messages and stays locked until
-        // commit, so numbers commit in order, without gaps; the first is `new - count + 1`.
-        let mut next: HashMap<i64, i64> = HashMap::with_capacity(counts.len());
-        for chunk in counts.chunks(CHUNK) {
-            let mut qb = sqlx::QueryBuilder::new("UPDATE message_seqs SET seq = seq + v.column2 FROM (");
-            qb.push_values(chunk, |mut row, (id, n)| {
-                row.push_bind(*id).push_bind(*n);
-            });
-            qb.push(") AS v WHERE message_seqs.user_id = v.column1 RETURNING message_seqs.user_id, message_seqs.seq");
-            let rows: Vec<(i64, i64)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
-            let added: HashMap<i64, i64> = chunk.iter().copied().collect();
-            next.extend(rows.into_iter().map(|(id, seq)| (id, seq - added.get(&id).copied().unwrap_or(1) + 1)));
-        }
-        let mut stored = Vec::with_capacity(notes.len());
-        for note in &mut notes {
-            let Some(seq) = next.get_mut(&note.user_id) else {
-                continue;
-            };
-            if let Some(area) = note.advisory_of {
-                note.payload["advisory"] = advisories.get(&area).cloned().flatten().into();
-            }
-            let msg = StoredMessage { seq: *seq, kind: note.kind.to_string(), payload: note.payload.to_string(), created_at: Timestamp(now) };
-            *seq += 1;
-            stored.push((note.user_id, msg));
-        }
-        for chunk in stored.chunks(CHUNK) {
-            let mut qb = sqlx::QueryBuilder::new("INSERT INTO user_messages (user_id, seq, kind, payload, created_at) ");
-            qb.push_values(chunk, |mut row, (user_id, m)| {
-                row.push_bind(*user_id).push_bind(m.seq).push_bind(m.kind.as_str()).push_bind(m.payload.as_str()).push_bind(now);
-            });
-            qb.build().persistent(false).execute(&mut *tx).await?;
-        }
-        stored
-    });
-    for (user_id, msg) in stored {
-        hub.deliver(user_id, Arc::new(msg));
-    }
-    Ok(())
-}
-
-/// Stored messages of a person after `after`, oldest first, at most `limit`.
-pub async fn messages_after(
-    db: &Db,
-    user_id: i64,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<StoredMessage>, sqlx::Error> {
-    // An alert's copy in the stream is its ledger row (one row per recipient, written once);
-    // it comes out as a reference that `expand` replaces by the alert.
-    let mut messages: Vec<StoredMessage> = crate::on_reader!(db, pool => sqlx::query_as(
-        "SELECT seq, kind, payload, created_at FROM user_messages WHERE user_id = $1 AND seq > $2 \
-         UNION ALL \
-         SELECT r.seq, 'alert', '{\"alert_id\":' || CAST(r.alert_id AS TEXT) || '}', a.created_at \
-         FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id WHERE r.user_id = $1 AND r.seq > $2 \
-         ORDER BY seq LIMIT $3")
-        .bind(user_id).bind(after).bind(limit).fetch_all(pool).await)?;
-    crate::alerts::store::expand(db, &mut messages).await?;
-    Ok(messages)
 }
 
 #[cfg(test)]

@@ -310,8 +310,8 @@ where
         .fetch_all(&mut **tx)
         .await?;
     let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-    let set = crate::live::PersonSet::new(db.json_ints(1), crate::live::SetParam::Text(ids));
-    let seqs = crate::live::store_for_set(tx, &set, step.kind, &payload, step.now).await?;
+    let set = crate::stream::PersonSet::new(db.json_ints(1), crate::stream::SetParam::Text(ids));
+    let seqs = crate::stream::store_for_set(tx, &set, step.kind, &payload, step.now).await?;
     Ok((seqs, payload))
 }
 

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::alerts::ledger::Receipt;
 use crate::auth::{Session, bearer_token, load_actor, verify_token};
-use crate::live::{Outbound, Registration, StoredMessage, messages_after};
+use crate::live::{Outbound, Registration, StoredMessage};
 use crate::policy::{Action, Actor, authorize, listing_scope};
 use crate::positions::{Subject, accept, validate_fixes};
 use vigil_protocol::{
@@ -265,7 +265,12 @@ impl Connection {
     /// Sends stored messages after `last_sent` up to `until`, in order.
     async fn catch_up(&mut self, user_id: i64, until: i64) -> Flow {
         loop {
-            let batch = match messages_after(&self.state.db, user_id, self.last_sent, 500).await {
+            let batch = match self
+                .state
+                .stream
+                .messages_after(&self.state.db, user_id, self.last_sent, 500)
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "ws: replaying messages");

@@ -171,15 +171,14 @@ async fn arm(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
 /// Claims up to `limit` due copies until `leased_until`.
 async fn claim(db: &Db, now: i64, leased_until: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     Ok(in_tx!(db, tx => {
-        let due = sqlx::query_as(
+        sqlx::query_as(
             "UPDATE alert_recipients SET next_attempt_at = $2 \
              WHERE next_attempt_at <= $1 AND (alert_id, user_id) IN ( \
                  SELECT alert_id, user_id FROM alert_recipients \
                  WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 AND state IN ('queued', 'sent') \
                  ORDER BY next_attempt_at LIMIT $3) \
              RETURNING alert_id, user_id, push_attempts, sms_messages")
-            .bind(now).bind(leased_until).bind(limit).fetch_all(&mut *tx).await?;
-        due
+            .bind(now).bind(leased_until).bind(limit).fetch_all(&mut *tx).await?
     }))
 }
 

@@ -315,9 +315,8 @@ async fn publish_counts(db: &Db, hub: &Hub, alert_id: i64) -> Result<(), sqlx::E
     let c = counts(db, alert_id).await?;
     let text = serde_json::to_string(&c).unwrap_or_default();
     let org: Option<i64> = in_tx!(db, tx => {
-        let org = sqlx::query_scalar("UPDATE alerts SET counts = $2 WHERE id = $1 RETURNING org_id")
-            .bind(alert_id).bind(&text).fetch_optional(&mut *tx).await?;
-        org
+        sqlx::query_scalar("UPDATE alerts SET counts = $2 WHERE id = $1 RETURNING org_id")
+            .bind(alert_id).bind(&text).fetch_optional(&mut *tx).await?
     });
     if let Some(org) = org {
         hub.publish_operations(

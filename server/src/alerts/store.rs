@@ -1,6 +1,6 @@
 //! Storage of alerts and their ledgers, and the first, live delivery.
 
-use crate::live::{PersonSet, SetParam, store_for_set};
+use crate::stream::{PersonSet, SetParam, store_for_set};
 use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
@@ -226,6 +226,26 @@ pub async fn inbox(
             })
         })
         .collect()
+}
+
+/// An alert's numbered copy in a person's stream is its ledger row (one row per recipient,
+/// written once): it is read as a reference that [`expand`] replaces by the alert.
+#[derive(Debug)]
+pub struct LedgerCopies;
+
+impl crate::stream::Source for LedgerCopies {
+    fn select(&self) -> &str {
+        "SELECT r.seq, 'alert', '{\"alert_id\":' || CAST(r.alert_id AS TEXT) || '}', a.created_at \
+         FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id WHERE r.user_id = $1 AND r.seq > $2"
+    }
+
+    fn expand<'a>(
+        &'a self,
+        db: &'a Db,
+        messages: &'a mut [StoredMessage],
+    ) -> crate::stream::Expansion<'a> {
+        Box::pin(expand(db, messages))
+    }
 }
 
 /// Replaces the references stored in people's `alert` messages by the alerts themselves.

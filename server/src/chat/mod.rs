@@ -6,7 +6,7 @@
 //! the same client-generated id before: a phone that resends after a network drop gets the
 //! original back. Only then is it acknowledged. It is then fanned out to every participant —
 //! the sender's other devices included — as a stored per-person message of kind `chat`
-//! ([`live::send_many`]), so the socket's resume brings back whatever a phone missed while
+//! ([`stream::send_many`]), so the socket's resume brings back whatever a phone missed while
 //! offline, and `GET /conversations/{id}/messages?after=SEQ` fills in a conversation's history.
 //! A crash between storing and fanning out leaves the message marked `fanout_pending`; a sweep
 //! ([`spawn_fanout_sweep`]) finishes it at the next start, so a participant may then see a
@@ -44,8 +44,8 @@ use vigil_protocol::{LiveEvent, ServerMessage};
 use crate::AppState;
 use crate::db::{Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
-use crate::live::{self, Note};
 use crate::policy::{Action, Actor, authorize};
+use crate::stream::{self, Note};
 
 /// Stored message kind of a chat message in a person's stream.
 pub const KIND_CHAT: &str = "chat";
@@ -391,7 +391,7 @@ async fn fan_out(state: &AppState, message: &ChatMessage) -> AppResult<()> {
             advisory_of: None,
         })
         .collect();
-    live::send_many(&state.db, &state.hub, notes).await?;
+    stream::send_many(&state.db, &state.hub, notes).await?;
     store::mark_fanned_out(&state.db, message.conversation_id, message.seq).await
 }
 
@@ -470,7 +470,7 @@ async fn tell_added(state: &AppState, conversation_id: i64, users: &[i64]) -> Ap
             advisory_of: None,
         })
         .collect();
-    live::send_many(&state.db, &state.hub, notes).await?;
+    stream::send_many(&state.db, &state.hub, notes).await?;
     Ok(())
 }
 
@@ -493,7 +493,7 @@ async fn close_as(state: &AppState, conversation_id: i64, actor_id: Option<i64>)
             advisory_of: None,
         })
         .collect();
-    live::send_many(&state.db, &state.hub, notes).await?;
+    stream::send_many(&state.db, &state.hub, notes).await?;
     Ok(())
 }
 
@@ -871,7 +871,7 @@ async fn remove(
             advisory_of: None,
         })
         .collect();
-    live::send_many(&state.db, &state.hub, notes).await?;
+    stream::send_many(&state.db, &state.hub, notes).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -382,7 +382,7 @@ pub fn transition_note(
     user_id: i64,
     at_ms: i64,
     transition: Transition,
-) -> Option<crate::live::Note> {
+) -> Option<crate::stream::Note> {
     let (entered, id) = match transition {
         Transition::Entered(id) => (true, id),
         Transition::Left(id) => (false, id),
@@ -390,7 +390,7 @@ pub fn transition_note(
     let area = areas.get(id)?;
     let at = Timestamp(at_ms);
     Some(if entered {
-        crate::live::Note {
+        crate::stream::Note {
             user_id,
             kind: "area_entered",
             payload: serde_json::json!({
@@ -401,7 +401,7 @@ pub fn transition_note(
             advisory_of: Some(id),
         }
     } else {
-        crate::live::Note {
+        crate::stream::Note {
             user_id,
             kind: "area_left",
             payload: serde_json::json!({ "area_id": id, "name": area.name, "at": at }),
@@ -738,7 +738,7 @@ pub fn spawn_validity_watch(state: &AppState) {
                 }
             }
             since = now;
-            let notes: Vec<crate::live::Note> = {
+            let notes: Vec<crate::stream::Note> = {
                 let t = read_tracker(&state.tracker);
                 changes
                     .into_iter()
@@ -747,7 +747,7 @@ pub fn spawn_validity_watch(state: &AppState) {
                     .filter_map(|(subject, tr)| transition_note(t.areas(), subject, now, tr))
                     .collect()
             };
-            if let Err(e) = crate::live::send_many(&state.db, &state.hub, notes).await {
+            if let Err(e) = crate::stream::send_many(&state.db, &state.hub, notes).await {
                 tracing::error!(error = %e, "telling people about an area's validity change");
             }
         }

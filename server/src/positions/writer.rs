@@ -398,7 +398,7 @@ impl Writer {
         // Fixes are answered after the group's geofence messages are stored, so a phone that
         // sees its ack can rely on the message about the area it entered being there too.
         let (answers, notes) = self.move_subjects(group, &stored.existing, received).await;
-        if let Err(e) = crate::live::send_many(&self.db, &self.hub, notes).await {
+        if let Err(e) = crate::stream::send_many(&self.db, &self.hub, notes).await {
             // The fixes are stored; only the people's notices of crossings are missing.
             tracing::error!(error = %e, "storing geofence messages failed");
         }
@@ -414,7 +414,7 @@ impl Writer {
         group: Vec<RecordReq>,
         existing: &HashSet<(i64, i64)>,
         received: i64,
-    ) -> (Vec<Answer>, Vec<crate::live::Note>) {
+    ) -> (Vec<Answer>, Vec<crate::stream::Note>) {
         struct Moving {
             reply: Reply<Recorded>,
             subject: Subject,

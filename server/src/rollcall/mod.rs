@@ -19,7 +19,7 @@ mod answers;
 mod board;
 mod reminders;
 
-use crate::live::{PersonSet, SetParam, store_for_set};
+use crate::stream::{PersonSet, SetParam, store_for_set};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};

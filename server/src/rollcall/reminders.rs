@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::KIND_REMINDER;
 use crate::db::now_ms;
-use crate::live::Note;
 use crate::push::{PushOptions, Urgency};
+use crate::stream::Note;
 use crate::{AppState, in_tx, on_reader};
 
 /// Rows claimed per sweep.
@@ -68,14 +68,13 @@ async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
         .max(state.settings.sms_timeout_secs);
     let lease = now + i64::try_from(slowest).unwrap_or(60) * 1_000 + LEASE_MARGIN_MS;
     let due: Vec<Due> = in_tx!(&state.db, tx => {
-        let due = sqlx::query_as(
+        sqlx::query_as(
             "UPDATE rollcall_people SET next_reminder_at = $2 \
              WHERE next_reminder_at <= $1 AND status = 'no_answer' AND (rollcall_id, user_id, dependant_id) IN ( \
                  SELECT rollcall_id, user_id, dependant_id FROM rollcall_people \
                  WHERE next_reminder_at IS NOT NULL AND next_reminder_at <= $1 ORDER BY next_reminder_at LIMIT $3) \
              RETURNING rollcall_id, user_id, reminders_sent, sms_sent")
-            .bind(now).bind(lease).bind(BATCH).fetch_all(&mut *tx).await?;
-        due
+            .bind(now).bind(lease).bind(BATCH).fetch_all(&mut *tx).await?
     });
     let claimed = due.len();
     let mut calls: HashMap<i64, Option<Call>> = HashMap::new();
@@ -152,7 +151,7 @@ async fn sweep(state: &AppState) -> Result<usize, sqlx::Error> {
         let next = next_due(call, reminders, sms).map(|t| t.max(now + 1_000));
         updates.push((d.rollcall_id, d.user_id, reminders, sms, next));
     }
-    crate::live::send_many(&state.db, &state.hub, notes).await?;
+    crate::stream::send_many(&state.db, &state.hub, notes).await?;
     in_tx!(&state.db, tx => {
         for (rollcall_id, user_id, reminders, sms, next) in &updates {
             sqlx::query("UPDATE rollcall_people SET reminders_sent = $3, sms_sent = $4, next_reminder_at = $5 \

@@ -87,13 +87,13 @@ impl Ws {
 
 /// Stores and pushes one message to a person, as the server does for its own messages.
 async fn send(srv: &TestServer, user_id: i64, payload: Value) -> Result<(), sqlx::Error> {
-    let note = vigil_server::live::Note {
+    let note = vigil_server::stream::Note {
         user_id,
         kind: "test",
         payload,
         advisory_of: None,
     };
-    vigil_server::live::send_many(&srv.state.db, &srv.state.hub, vec![note]).await
+    vigil_server::stream::send_many(&srv.state.db, &srv.state.hub, vec![note]).await
 }
 
 pub fn fix(lat: f64, lon: f64, ms_ago: i64) -> Value {
