@@ -223,12 +223,32 @@ impl Settings {
             )))));
         }
         let file = config_file.unwrap_or(Path::new("vigil.toml"));
-        Figment::from(Serialized::defaults(Settings::default()))
+        let defaults = Settings::default();
+        // Figment reads every variable as TOML-ish data, so `+15551234567` or `0012345` came in
+        // as numbers (losing the plus or the zeros) and a text setting refused to load. A
+        // setting whose default is text takes its variable verbatim.
+        let text: Vec<String> = Figment::from(Serialized::defaults(&defaults))
+            .extract::<figment::value::Dict>()
+            .map(|d| {
+                d.into_iter()
+                    .filter(|(_, v)| matches!(v, figment::value::Value::String(..)))
+                    .map(|(k, _)| k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let verbatim = text.clone();
+        let mut figment = Figment::from(Serialized::defaults(defaults))
             .merge(Toml::file(file))
             // VIGIL_TEST_* belong to the test suite, not to the server.
-            .merge(Env::prefixed("VIGIL_").filter(|k| !k.as_str().starts_with("test_")))
-            .extract()
-            .map_err(|e| SettingsError(Box::new(e)))
+            .merge(Env::prefixed("VIGIL_").filter(move |k| {
+                !k.as_str().starts_with("test_") && !verbatim.iter().any(|t| k.as_str() == t)
+            }));
+        for key in &text {
+            if let Ok(value) = std::env::var(format!("VIGIL_{}", key.to_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment.extract().map_err(|e| SettingsError(Box::new(e)))
     }
 }
 
@@ -401,6 +421,23 @@ mod tests {
             assert_eq!(s.bind.port(), 9000);
             assert_eq!(s.login_max_failures, 7);
             assert_eq!(s.access_token_ttl_secs, 900);
+            Ok(())
+        });
+    }
+
+    /// A phone number or a numeric token in the environment is text, not a number: figment
+    /// reads `+15551234567` as an integer, which refused to start the server.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own test-jail error type
+    fn numeric_looking_text_settings_stay_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VIGIL_SMS_FROM", "+15551234567");
+            jail.set_env("VIGIL_SMS_TWILIO_AUTH_TOKEN", "0012345");
+            jail.set_env("VIGIL_SMS_TWILIO_ACCOUNT_SID", "1.5");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.sms_from, "+15551234567");
+            assert_eq!(s.sms_twilio_auth_token, "0012345");
+            assert_eq!(s.sms_twilio_account_sid, "1.5");
             Ok(())
         });
     }
