@@ -18,7 +18,9 @@ pub mod stream;
 pub use client::{AlertReceiptState, ChatReceiptState, ClientMessage, Topic};
 pub use events::{GeofenceEvent, LiveEvent, PositionEvent, SubjectKind, Transition};
 pub use server::{ErrorCode, ServerMessage};
-pub use shared::{AlertCounts, AreaCounts, Board, Counts, Fix, Issue, Timestamp};
+pub use shared::{
+    AlertArea, AlertAreas, AlertCounts, AreaCounts, Board, Counts, Fix, Issue, Timestamp,
+};
 pub use stream::{MessageKind, StreamMessage};
 
 /// Version of the message format, sent in `welcome`.

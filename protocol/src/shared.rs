@@ -192,3 +192,32 @@ mod tests {
         assert!(serde_json::from_str::<Timestamp>(r#""yesterday""#).is_err());
     }
 }
+
+/// The area an alert was sent to, as a phone needs it to decide by itself whether it is inside:
+/// a GeoJSON geometry (Polygon, MultiPolygon, or a Point with `radius_m`: a circle).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct AlertArea {
+    /// The GeoJSON geometry.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
+    pub geometry: serde_json::Value,
+    /// The circle's radius in metres, when `geometry` is a Point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radius_m: Option<f64>,
+}
+
+/// One of a person's active alerts with where it applies (`GET /api/v1/me/alert-areas`): what a
+/// phone in location-less mode checks its own fix against, so that no position leaves it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct AlertAreas {
+    /// The alert.
+    pub alert_id: i64,
+    /// When it stops applying.
+    pub expires_at: Timestamp,
+    /// Why the person received it (`inside_area`, `following_area`, `organisation`…).
+    pub reasons: Vec<String>,
+    /// The areas it was sent to; empty when it was not sent to a place (an organisation, a
+    /// role, everyone): then it applies wherever the person is.
+    pub areas: Vec<AlertArea>,
+}

@@ -265,6 +265,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(receipt))
         .routes(routes!(inbox))
+        .routes(routes!(alert_areas))
         .routes(routes!(grants, set_grants))
         .merge(templates::routes())
         .merge(cap::routes())
@@ -603,6 +604,33 @@ async fn inbox(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(
         store::inbox(&state.db, actor.user_id, q.before, limit).await?,
+    ))
+}
+
+/// Alerts in force at once for one phone: enough for a year of alerts in one region.
+const MAX_IN_FORCE: i64 = 500;
+
+/// The caller's alerts in force with the places they were sent to, so that a phone in
+/// location-less mode decides on the device whether it is inside one (nothing about where it is
+/// reaches the server). Fetched again when an `alert` or `alert_cancelled` message arrives.
+#[utoipa::path(get, path = "/me/alert-areas", tag = "alerts", security(("bearer" = [])),
+    responses((status = 200, body = [vigil_protocol::AlertAreas])))]
+async fn alert_areas(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> AppResult<Json<Vec<vigil_protocol::AlertAreas>>> {
+    let alerts = store::in_force(&state.db, actor.user_id, now_ms(), MAX_IN_FORCE).await?;
+    let tracker = crate::areas::read_tracker(&state.tracker);
+    Ok(Json(
+        alerts
+            .into_iter()
+            .map(|(alert, reasons)| vigil_protocol::AlertAreas {
+                alert_id: alert.id,
+                expires_at: alert.expires_at,
+                reasons,
+                areas: target::places(&alert.target, &tracker),
+            })
+            .collect(),
     ))
 }
 

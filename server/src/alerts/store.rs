@@ -228,6 +228,43 @@ pub async fn inbox(
         .collect()
 }
 
+/// The person's alerts in force (not cancelled, not expired), newest first, at most `limit`,
+/// with the reasons they received each.
+pub async fn in_force(
+    db: &Db,
+    user_id: i64,
+    now: i64,
+    limit: i64,
+) -> AppResult<Vec<(Alert, Vec<String>)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        alert: AlertRow,
+        my_reasons: String,
+    }
+    let cols = ALERT_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<Row> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {cols}, r.reasons AS my_reasons \
+         FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id \
+         WHERE r.user_id = $1 AND a.cancelled_at IS NULL AND a.expires_at > $2 ORDER BY a.id DESC LIMIT $3")))
+        .bind(user_id).bind(now).bind(limit).fetch_all(pool).await?);
+    rows.into_iter()
+        .map(|r| {
+            let reasons = r
+                .my_reasons
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            Ok((Alert::try_from(r.alert)?, reasons))
+        })
+        .collect()
+}
+
 /// An alert's numbered copy in a person's stream is its ledger row (one row per recipient,
 /// written once): it is read as a reference that [`expand`] replaces by the alert.
 #[derive(Debug)]

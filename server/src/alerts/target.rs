@@ -153,6 +153,42 @@ impl Preview {
     }
 }
 
+/// The places a stored target was sent to, as phones check them: its stored areas (as they are
+/// now; a deleted one is left out) and its drawn shapes. Checked when the alert was sent, so a
+/// shape that no longer parses is left out rather than refused.
+pub fn places(
+    target: &Target,
+    tracker: &vigil_geofences::Tracker,
+) -> Vec<vigil_protocol::AlertArea> {
+    let stored = target
+        .areas
+        .iter()
+        .filter_map(|id| tracker.areas().get(*id))
+        .map(|area| &area.shape);
+    let drawn: Vec<Shape> = target
+        .shapes
+        .iter()
+        .filter_map(|value| {
+            let feature: Feature = serde_json::from_value(value.clone()).ok()?;
+            let radius = feature
+                .properties
+                .as_ref()
+                .and_then(|p| p.get("radius_m"))
+                .and_then(serde_json::Value::as_f64);
+            Shape::from_geometry(feature.geometry.as_ref()?, radius).ok()
+        })
+        .collect();
+    stored
+        .chain(drawn.iter())
+        .filter_map(|shape| {
+            Some(vigil_protocol::AlertArea {
+                geometry: serde_json::to_value(shape.to_geometry()).ok()?,
+                radius_m: shape.radius_m(),
+            })
+        })
+        .collect()
+}
+
 /// What a target is for: the policy decides who may reach whom for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

@@ -523,3 +523,43 @@ async fn the_preview_accepts_the_body_its_openapi_document_describes() {
         "{wrapped}"
     );
 }
+
+on_both_databases! {
+    async fn a_location_less_phone_is_given_the_places_of_its_alerts_in_force(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let region = square_area(&adviser, "Upper Nile", 20.0).await;
+        let follower = srv.user(org, &[Role::Staff], false).await;
+        follower.put("/api/v1/me/location-mode", json!({"mode": "location_less"})).await.expect(200);
+        follower.put("/api/v1/me/followed-areas", json!({"area_ids": [region]})).await.expect(200);
+        assert_eq!(follower.get("/api/v1/me/alert-areas").await.expect(200), json!([]));
+
+        // A circle drawn inside the followed region, and an alert to the whole organisation.
+        let circle = json!({"shapes": [{"type": "Feature", "properties": {"radius_m": 2000.0},
+            "geometry": {"type": "Point", "coordinates": [20.5, 0.5]}}]});
+        let local = adviser.post("/api/v1/alerts", alert(circle)).await.expect(201)["id"].as_i64().expect("id");
+        let everywhere = adviser.post("/api/v1/alerts", alert(json!({"organisations": [org]}))).await.expect(201)["id"]
+            .as_i64().expect("id");
+        let given = follower.get("/api/v1/me/alert-areas").await.expect(200);
+        let given = given.as_array().expect("array");
+        assert_eq!(given.len(), 2, "{given:?}");
+        // Newest first: the organisation-wide one applies wherever the phone is.
+        assert_eq!((given[0]["alert_id"].as_i64(), given[0]["areas"].as_array().map(Vec::len)), (Some(everywhere), Some(0)));
+        assert_eq!(given[0]["reasons"], json!(["organisation"]));
+        assert_eq!(given[1]["alert_id"].as_i64(), Some(local));
+        assert_eq!(given[1]["reasons"], json!(["following_area"]));
+        let place = &given[1]["areas"][0];
+        assert_eq!((place["geometry"]["type"].as_str(), place["radius_m"].as_f64()), (Some("Point"), Some(2000.0)), "{place}");
+        assert_eq!(place["geometry"]["coordinates"], json!([20.5, 0.5]));
+
+        // A cancelled alert no longer applies.
+        adviser.post(&format!("/api/v1/alerts/{local}/cancel"), json!({})).await.expect(200);
+        let given = follower.get("/api/v1/me/alert-areas").await.expect(200);
+        assert_eq!(given.as_array().map(|a| a.iter().map(|g| g["alert_id"].as_i64()).collect::<Vec<_>>()), Some(vec![Some(everywhere)]));
+        // Nobody else's alerts, and never without signing in.
+        let stranger = srv.user(org, &[Role::Staff], false).await;
+        let theirs = stranger.get("/api/v1/me/alert-areas").await.expect(200);
+        assert_eq!(theirs, json!([]), "joined after both alerts were sent");
+        srv.anon().get("/api/v1/me/alert-areas").await.problem(401);
+    }
+}
