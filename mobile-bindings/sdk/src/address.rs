@@ -1,9 +1,4 @@
-//! Vigil's phone-side client SDK core (`vigil-mobile`).
-//!
-//! Today it holds the pieces every client needs first: checking the server address a user types
-//! and reading the server's RFC 9457 errors. The UniFFI layer (Kotlin, Swift), the offline
-//! queue and the WebSocket client with resume arrive with the live-connections work; see the
-//! crate README.
+//! The server's address as a person types it, and the server's RFC 9457 errors.
 
 /// Why a server address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,566 @@
+//! The client: sign-in, the WebSocket with resume and reconnection, and the outbox drained
+//! over it.
+//!
+//! One task per client keeps the connection: `hello` with the last stored sequence number,
+//! every numbered message stored before the app sees it and handed over once and in order
+//! (across restarts: the store remembers how far the app got), heartbeats, and reconnection
+//! with exponential backoff and jitter. Whatever the app records (fixes, receipts) goes to the
+//! outbox first and leaves it only when the server has answered for it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::sync::{Notify, broadcast};
+use tokio_tungstenite::tungstenite::Message;
+use vigil_protocol::{
+    AlertAreas, AlertReceiptState, ClientMessage, ErrorCode, Fix, ServerMessage, StreamMessage,
+};
+
+use crate::address::{Problem, server_base_url};
+use crate::store::{ItemKind, Store};
+use crate::{Event, SdkError};
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Items sent per round while draining the outbox.
+const DRAIN_BATCH: i64 = 64;
+
+/// The tokens of a signed-in session.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Tokens {
+    access_token: String,
+    refresh_token: String,
+}
+
+#[derive(Debug)]
+struct Inner {
+    base: String,
+    http: reqwest::Client,
+    store: Store,
+    tokens: Mutex<Option<Tokens>>,
+    events: broadcast::Sender<Event>,
+    /// Wakes the connection task when the outbox has something new.
+    outbox: Notify,
+    /// Wakes the connection task to end.
+    stop: Notify,
+}
+
+/// A phone's Vigil client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client of the server at `server` (HTTPS, or HTTP to this device) keeping its state in
+    /// the SQLite file `db_path`.
+    pub async fn open(server: &str, db_path: &Path) -> Result<Client, SdkError> {
+        let base = server_base_url(server)?;
+        let store = Store::open(db_path).await?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| SdkError::Network(e.to_string()))?;
+        let tokens = store
+            .get("refresh_token")
+            .await?
+            .map(|refresh_token| Tokens {
+                access_token: String::new(),
+                refresh_token,
+            });
+        let (events, _) = broadcast::channel(1024);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base,
+                http,
+                store,
+                tokens: Mutex::new(tokens),
+                events,
+                outbox: Notify::new(),
+                stop: Notify::new(),
+            }),
+        })
+    }
+
+    /// What the client tells the app, from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Signs in; the refresh token is kept in the store so the next start needs no password.
+    pub async fn login(&self, email: &str, password: &str) -> Result<(), SdkError> {
+        let body = serde_json::json!({"email": email, "password": password});
+        let tokens: Tokens = self.post_json("/api/v1/auth/login", &body, None).await?;
+        self.keep(tokens).await
+    }
+
+    async fn keep(&self, tokens: Tokens) -> Result<(), SdkError> {
+        self.inner
+            .store
+            .set("refresh_token", &tokens.refresh_token)
+            .await?;
+        *self.lock_tokens() = Some(tokens);
+        Ok(())
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, Option<Tokens>> {
+        self.inner
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh access token from the refresh token (each refresh token works once).
+    async fn refresh(&self) -> Result<String, SdkError> {
+        let refresh = self
+            .lock_tokens()
+            .as_ref()
+            .map(|t| t.refresh_token.clone())
+            .ok_or(SdkError::SignedOut)?;
+        let body = serde_json::json!({"refresh_token": refresh});
+        let tokens: Tokens = match self.post_json("/api/v1/auth/refresh", &body, None).await {
+            Err(SdkError::Server(p)) if p.needs_login() => {
+                *self.lock_tokens() = None;
+                return Err(SdkError::SignedOut);
+            }
+            other => other?,
+        };
+        let access = tokens.access_token.clone();
+        self.keep(tokens).await?;
+        Ok(access)
+    }
+
+    /// The access token, refreshed when there is none yet.
+    async fn access_token(&self) -> Result<String, SdkError> {
+        let current = self.lock_tokens().as_ref().map(|t| t.access_token.clone());
+        match current {
+            Some(t) if !t.is_empty() => Ok(t),
+            Some(_) => self.refresh().await,
+            None => Err(SdkError::SignedOut),
+        }
+    }
+
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: Option<&str>,
+    ) -> Result<T, SdkError> {
+        let mut req = self
+            .inner
+            .http
+            .post(format!("{}{path}", self.inner.base))
+            .json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read_json(req.send().await).await
+    }
+
+    /// GETs `path` as the signed-in person, refreshing the access token once if it expired.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SdkError> {
+        let url = format!("{}{path}", self.inner.base);
+        let token = self.access_token().await?;
+        match read_json(self.inner.http.get(&url).bearer_auth(&token).send().await).await {
+            Err(SdkError::Server(p)) if p.needs_login() => {
+                let token = self.refresh().await?;
+                read_json(self.inner.http.get(&url).bearer_auth(&token).send().await).await
+            }
+            other => other,
+        }
+    }
+
+    /// PUTs `body` to `path` as the signed-in person, refreshing the access token once.
+    async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SdkError> {
+        let url = format!("{}{path}", self.inner.base);
+        let token = self.access_token().await?;
+        let sent = self
+            .inner
+            .http
+            .put(&url)
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await;
+        match read_json::<serde_json::Value>(sent).await {
+            Err(SdkError::Server(p)) if p.needs_login() => {
+                let token = self.refresh().await?;
+                let again = self
+                    .inner
+                    .http
+                    .put(&url)
+                    .bearer_auth(&token)
+                    .json(body)
+                    .send()
+                    .await;
+                read_json::<serde_json::Value>(again).await.map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Switches between tracking and location-less mode (the server then refuses fixes, and
+    /// the SDK stops sending them: those still queued are dropped by the server's refusal).
+    pub async fn set_location_less(&self, location_less: bool) -> Result<(), SdkError> {
+        let mode = if location_less {
+            "location_less"
+        } else {
+            "tracking"
+        };
+        self.put_json(
+            "/api/v1/me/location-mode",
+            &serde_json::json!({ "mode": mode }),
+        )
+        .await
+    }
+
+    /// The areas a location-less person follows (they receive what is sent there).
+    pub async fn follow_areas(&self, area_ids: &[i64]) -> Result<(), SdkError> {
+        self.put_json(
+            "/api/v1/me/followed-areas",
+            &serde_json::json!({ "area_ids": area_ids }),
+        )
+        .await
+    }
+
+    /// The person's alerts in force with their places, for on-device geofencing.
+    pub async fn alert_areas(&self) -> Result<Vec<AlertAreas>, SdkError> {
+        self.get_json("/api/v1/me/alert-areas").await
+    }
+
+    /// Records a fix; it is sent when the phone is connected (newest first).
+    pub async fn record_fix(&self, fix: Fix) -> Result<(), SdkError> {
+        let body = serde_json::to_string(&fix).map_err(|e| SdkError::Protocol(e.to_string()))?;
+        let (_, dropped) = self
+            .inner
+            .store
+            .push(ItemKind::Fix, &body, fix.recorded_at.0)
+            .await?;
+        if dropped > 0 {
+            self.emit(Event::FixesDropped { count: dropped });
+        }
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Records how far the person got with an alert; sent when connected.
+    pub async fn receipt(&self, alert_id: i64, state: AlertReceiptState) -> Result<(), SdkError> {
+        self.queue(ClientMessage::Receipt {
+            reference: None,
+            alert_id,
+            state,
+        })
+        .await
+    }
+
+    async fn queue(&self, msg: ClientMessage) -> Result<(), SdkError> {
+        let body = serde_json::to_string(&msg).map_err(|e| SdkError::Protocol(e.to_string()))?;
+        self.inner
+            .store
+            .push(ItemKind::Message, &body, now_ms())
+            .await?;
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Unsent items in the outbox: (fixes, others).
+    pub async fn pending(&self) -> Result<(i64, i64), SdkError> {
+        Ok(self.inner.store.pending().await?)
+    }
+
+    /// Starts keeping the connection (until [`Client::stop`]); returns at once.
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let client = self.clone();
+        tokio::spawn(async move { client.run().await })
+    }
+
+    /// Ends the connection task.
+    pub fn stop(&self) {
+        self.inner.stop.notify_waiters();
+        self.inner.stop.notify_one();
+    }
+
+    fn emit(&self, event: Event) {
+        // Nobody listening is fine: the stream stays in the store.
+        let _ = self.inner.events.send(event);
+    }
+
+    async fn run(&self) {
+        let mut failures: u32 = 0;
+        loop {
+            let outcome = tokio::select! {
+                () = self.inner.stop.notified() => return,
+                outcome = self.session() => outcome,
+            };
+            match outcome {
+                Ok(()) => failures = 0,
+                Err(SdkError::SignedOut) => {
+                    self.emit(Event::SignedOut);
+                    return;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    self.emit(Event::Disconnected {
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            let wait = backoff(failures);
+            tokio::select! {
+                () = self.inner.stop.notified() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One connection, from `hello` until it ends.
+    async fn session(&self) -> Result<(), SdkError> {
+        let token = self.access_token().await?;
+        let ws_url = format!("{}/api/v1/ws", self.inner.base.replacen("http", "ws", 1));
+        let (mut socket, _) = match tokio_tungstenite::connect_async(&ws_url).await {
+            Ok(s) => s,
+            Err(e) => return Err(SdkError::Network(e.to_string())),
+        };
+        let store = &self.inner.store;
+        let hello = ClientMessage::Hello {
+            token: Some(token),
+            last_seq: store.last_seq().await?,
+        };
+        send(&mut socket, &hello).await?;
+        let welcome = next_server_message(&mut socket).await?;
+        let heartbeat = match welcome {
+            ServerMessage::Welcome { heartbeat_secs, .. } => heartbeat_secs.max(5),
+            ServerMessage::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            } => {
+                // The access token expired: the next attempt refreshes it.
+                if let Some(t) = self.lock_tokens().as_mut() {
+                    t.access_token.clear();
+                }
+                return Err(SdkError::Network("session expired; refreshing".into()));
+            }
+            other => {
+                return Err(SdkError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                )));
+            }
+        };
+        self.emit(Event::Connected);
+        self.hand_over().await?;
+        let mut ping = tokio::time::interval(Duration::from_secs(heartbeat));
+        let mut in_flight: Vec<i64> = Vec::new();
+        loop {
+            if in_flight.is_empty() {
+                for item in store.next(DRAIN_BATCH).await? {
+                    let msg = outbox_message(&item)?;
+                    send(&mut socket, &msg).await?;
+                    in_flight.push(item.id);
+                }
+            }
+            tokio::select! {
+                () = self.inner.outbox.notified() => {}
+                _ = ping.tick() => send(&mut socket, &ClientMessage::Ping { reference: None }).await?,
+                frame = socket.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(c))) => {
+                            return Err(SdkError::Network(format!("closed by the server: {c:?}")));
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Err(SdkError::Network(e.to_string())),
+                        None => return Err(SdkError::Network("connection ended".into())),
+                    };
+                    let msg = match serde_json::from_str::<ServerMessage>(&text) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            // A newer server's message this SDK cannot read: skip it, say so.
+                            tracing::warn!(error = %e, "unreadable server message skipped");
+                            continue;
+                        }
+                    };
+                    self.handle(msg, &mut in_flight).await?;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, msg: ServerMessage, in_flight: &mut Vec<i64>) -> Result<(), SdkError> {
+        let store = &self.inner.store;
+        match msg {
+            ServerMessage::Message(m) => {
+                let payload = m.payload.to_string();
+                let kind = serde_json::to_value(m.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "unknown".into());
+                store.receive(m.seq, &kind, &payload, m.at.0).await?;
+                self.hand_over().await?;
+            }
+            ServerMessage::Ack { reference, .. } => {
+                if let Some(id) = item_id(reference.as_deref()) {
+                    store.done(id).await?;
+                    in_flight.retain(|i| *i != id);
+                }
+            }
+            ServerMessage::Error {
+                code,
+                detail,
+                reference,
+                ..
+            } => {
+                let Some(id) = item_id(reference.as_deref()) else {
+                    return Ok(());
+                };
+                in_flight.retain(|i| *i != id);
+                if matches!(
+                    code,
+                    ErrorCode::Invalid
+                        | ErrorCode::Forbidden
+                        | ErrorCode::NotFound
+                        | ErrorCode::LocationLess
+                        | ErrorCode::Closed
+                        | ErrorCode::BadMessage
+                ) {
+                    // Refused for what it is: resending would be refused again and hold up
+                    // everything behind it.
+                    store.done(id).await?;
+                    self.emit(Event::Refused {
+                        reason: format!("{code:?}: {detail}"),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Hands the app every stored message it has not had, in order.
+    async fn hand_over(&self) -> Result<(), SdkError> {
+        let store = &self.inner.store;
+        for (seq, kind, payload, at) in store.unhanded().await? {
+            let message = StreamMessage {
+                seq,
+                kind: serde_json::from_value(serde_json::Value::String(kind))
+                    .unwrap_or(vigil_protocol::MessageKind::Unknown),
+                at: vigil_protocol::Timestamp(at),
+                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            };
+            self.emit(Event::Message(message));
+            store.set_handed(seq).await?;
+        }
+        Ok(())
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(socket: &mut Socket, msg: &ClientMessage) -> Result<(), SdkError> {
+    let text = serde_json::to_string(msg).map_err(|e| SdkError::Protocol(e.to_string()))?;
+    socket
+        .send(Message::text(text))
+        .await
+        .map_err(|e| SdkError::Network(e.to_string()))
+}
+
+async fn next_server_message(socket: &mut Socket) -> Result<ServerMessage, SdkError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str(&t).map_err(|e| SdkError::Protocol(e.to_string()));
+            }
+            Some(Ok(Message::Close(c))) => {
+                return Err(SdkError::Network(format!("closed by the server: {c:?}")));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(SdkError::Network(e.to_string())),
+            None => return Err(SdkError::Network("connection ended".into())),
+        }
+    }
+}
+
+/// The client message an outbox item is sent as, with the item's id as its `ref`.
+fn outbox_message(item: &crate::store::Item) -> Result<ClientMessage, SdkError> {
+    let reference = Some(format!("o{}", item.id));
+    let bad = |e: serde_json::Error| SdkError::Protocol(format!("outbox item {}: {e}", item.id));
+    Ok(if item.kind == "fix" {
+        ClientMessage::Position {
+            reference,
+            fixes: vec![serde_json::from_str(&item.body).map_err(bad)?],
+        }
+    } else {
+        match serde_json::from_str(&item.body).map_err(bad)? {
+            ClientMessage::Receipt {
+                alert_id, state, ..
+            } => ClientMessage::Receipt {
+                reference,
+                alert_id,
+                state,
+            },
+            ClientMessage::ChatSend {
+                conversation_id,
+                client_id,
+                body,
+                ..
+            } => ClientMessage::ChatSend {
+                reference,
+                conversation_id,
+                client_id,
+                body,
+            },
+            other => other,
+        }
+    })
+}
+
+fn item_id(reference: Option<&str>) -> Option<i64> {
+    reference?.strip_prefix('o')?.parse().ok()
+}
+
+/// 1 s, 2 s, 4 s… up to [`MAX_BACKOFF`], each with up to half again of random jitter, so that
+/// a thousand phones cut by one outage do not come back in the same second.
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::from_millis(200);
+    }
+    let base = Duration::from_secs(1u64 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+    let jitter = rand::thread_rng().gen_range(0.0..0.5);
+    base.mul_f64(1.0 + jitter)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, SdkError> {
+    let resp = sent.map_err(|e| SdkError::Network(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| SdkError::Network(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        return Err(SdkError::Server(Problem::from_body(status, &bytes)));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| SdkError::Protocol(e.to_string()))
+}
+
+fn now_ms() -> i64 {
+    vigil_protocol::Timestamp::now().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnection_backs_off_with_jitter_up_to_a_minute() {
+        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) <= Duration::from_millis(1500));
+        assert!(backoff(3) >= Duration::from_secs(4));
+        assert!(backoff(40) <= MAX_BACKOFF.mul_f64(1.5));
+        assert_eq!(item_id(Some("o42")), Some(42));
+        assert_eq!(item_id(Some("x")), None);
+    }
+}

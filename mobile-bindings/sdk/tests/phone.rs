@@ -1,0 +1,394 @@
+//! The SDK as a phone uses it, against the real server on an ephemeral port (SQLite, and
+//! PostgreSQL when `VIGIL_TEST_POSTGRES_URL` is set).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use vigil_sdk::{AlertPlaces, AlertReceiptState, Client, Event, Fix, Placement, Timestamp};
+use vigil_server::Settings;
+use vigil_server::policy::Role;
+use vigil_server::users::NewPerson;
+
+const PASSWORD: &str = "correct horse battery staple";
+/// Long enough for a loaded machine; every wait ends as soon as what it waits for happened.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Server {
+    url: String,
+    state: vigil_server::AppState,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    pg: Option<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Starts the server; `None` (loudly, or failing under `VIGIL_TEST_REQUIRE_ALL=1`) when
+/// PostgreSQL is asked for and not configured.
+async fn server(postgres: bool) -> Option<Server> {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = Settings::default();
+    settings.database_url = format!("sqlite://{}/vigil.db", dir.path().display());
+    let mut pg = None;
+    if postgres {
+        let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("VIGIL_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+                "the PostgreSQL variant must run (VIGIL_TEST_REQUIRE_ALL=1)"
+            );
+            eprintln!(
+                "\n*** SKIPPED the PostgreSQL variant: VIGIL_TEST_POSTGRES_URL is not set ***\n"
+            );
+            return None;
+        };
+        use sqlx::Connection;
+        let name = format!("vigil_sdk_{}_{}", std::process::id(), rand_suffix());
+        let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .expect("create database");
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(b, _)| b)
+            .to_string();
+        settings.database_url = format!("{base}/{name}");
+        settings.db_max_connections = 5;
+        pg = Some((admin, name));
+    }
+    let state = vigil_server::start(settings).await.expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = state.clone();
+    tokio::spawn(async move {
+        let _ = vigil_server::serve(serving, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Some(Server {
+        url,
+        state,
+        _dir: dir,
+        _stop: stop,
+        pg,
+    })
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Server {
+    async fn person(&self, org: i64, role: Role) -> (i64, String) {
+        let email = format!("p{}x{}@test.example", std::process::id(), rand_suffix());
+        let person = NewPerson {
+            email: email.clone(),
+            name: format!("Test {email}"),
+            password: Some(PASSWORD.into()),
+            roles: vec![role],
+            ..NewPerson::default()
+        };
+        let id = vigil_server::users::create_person(&self.state.db, org, person, None)
+            .await
+            .expect("person");
+        (id, email)
+    }
+
+    async fn org(&self) -> i64 {
+        let name = format!("O{}x{}", std::process::id(), rand_suffix());
+        vigil_server::orgs::find_or_create(&self.state.db, &name, None)
+            .await
+            .expect("org")
+    }
+
+    /// An adviser's token, over plain HTTP as the console would.
+    async fn adviser(&self, org: i64) -> Adviser {
+        let (_, email) = self.person(org, Role::Adviser).await;
+        let http = reqwest::Client::new();
+        let tokens: Value = http
+            .post(format!("{}/api/v1/auth/login", self.url))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("tokens");
+        Adviser {
+            http,
+            url: self.url.clone(),
+            token: tokens["access_token"].as_str().expect("token").into(),
+        }
+    }
+}
+
+struct Adviser {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Adviser {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+fn square(lon0: f64) -> Value {
+    json!({"type": "Feature", "properties": {"name": "Market", "security_level": 4},
+        "geometry": {"type": "Polygon", "coordinates": [[[lon0, 0.0], [lon0 + 1.0, 0.0], [lon0 + 1.0, 1.0], [lon0, 1.0], [lon0, 0.0]]]}})
+}
+
+fn alert(target: Value) -> Value {
+    json!({"translations": {"en": {"title": "Shelter in place", "body": "Gunfire near the market."},
+        "ar": {"title": "ابقوا في أماكنكم", "body": "إطلاق نار قرب السوق."}},
+        "severity": "severe", "target": target})
+}
+
+fn fix(lat: f64, lon: f64, ms_ago: i64) -> Fix {
+    Fix {
+        lat,
+        lon,
+        accuracy_m: Some(10.0),
+        recorded_at: Timestamp(Timestamp::now().0 - ms_ago),
+    }
+}
+
+/// The next stream message of `kind`, skipping other events.
+async fn next_message(events: &mut broadcast::Receiver<Event>, kind: &str) -> Value {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Message(m)) if serde_json::to_value(m.kind).ok() == Some(json!(kind)) => {
+                    return m.payload;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("the message came")
+}
+
+/// Polls `check` until it answers (each try is cheap), for up to [`PATIENCE`].
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_and_acknowledges(
+    srv: Server,
+) {
+    let org = srv.org().await;
+    let adviser = srv.adviser(org).await;
+    let area = adviser.post("/areas", square(10.0)).await["id"]
+        .as_i64()
+        .expect("area");
+    let (user_id, email) = srv.person(org, Role::Staff).await;
+    let dir = tempfile::tempdir().expect("phone dir");
+    let db = dir.path().join("phone.db");
+    {
+        // Offline: fixes wait in the outbox; then the app is killed.
+        let phone = Client::open(&srv.url, &db).await.expect("open");
+        phone.login(&email, PASSWORD).await.expect("login");
+        for i in 0..5 {
+            phone
+                .record_fix(fix(
+                    0.5,
+                    10.1 + 0.1 * f64::from(i),
+                    60_000 - i64::from(i) * 1_000,
+                ))
+                .await
+                .expect("fix");
+        }
+        assert_eq!(phone.pending().await.expect("pending"), (5, 0));
+    }
+    // Restarted, with the session kept in its storage: everything goes out.
+    let phone = Client::open(&srv.url, &db).await.expect("reopen");
+    let mut events = phone.events();
+    let task = phone.start();
+    eventually("the outbox drained", async || {
+        (phone.pending().await.ok() == Some((0, 0))).then_some(())
+    })
+    .await;
+    let preview = adviser
+        .post("/alerts/preview", json!({"areas": [area]}))
+        .await;
+    assert_eq!(
+        preview["by_reason"]["inside_area"], 1,
+        "the phone is inside: {preview}"
+    );
+    let stored: i64 = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
+        .bind(user_id).fetch_one(pool).await)
+    .expect("history");
+    assert_eq!(
+        stored, 5,
+        "every fix recorded offline is in the history, once"
+    );
+
+    let sent = adviser
+        .post("/alerts", alert(json!({"areas": [area]})))
+        .await;
+    let id = sent["id"].as_i64().expect("id");
+    let got = next_message(&mut events, "alert").await;
+    assert_eq!(got["alert_id"], id);
+    assert_eq!(
+        got["translations"]["ar"]["title"], "ابقوا في أماكنكم",
+        "right-to-left text untouched"
+    );
+    phone
+        .receipt(id, AlertReceiptState::Acknowledged)
+        .await
+        .expect("receipt");
+    eventually("the acknowledgement reached the ledger", async || {
+        let rows = adviser.get(&format!("/alerts/{id}/recipients")).await;
+        (rows[0]["state"] == "acknowledged").then_some(())
+    })
+    .await;
+    phone.stop();
+    let _ = task.await;
+}
+
+async fn a_location_less_phone_decides_on_the_device_and_its_positions_never_leave_it(srv: Server) {
+    let org = srv.org().await;
+    let adviser = srv.adviser(org).await;
+    let region = adviser.post("/areas", square(20.0)).await["id"]
+        .as_i64()
+        .expect("area");
+    let (user_id, email) = srv.person(org, Role::Staff).await;
+    let dir = tempfile::tempdir().expect("phone dir");
+    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
+        .await
+        .expect("open");
+    phone.login(&email, PASSWORD).await.expect("login");
+    phone.set_location_less(true).await.expect("location-less");
+    phone.follow_areas(&[region]).await.expect("follow");
+    let mut events = phone.events();
+    let task = phone.start();
+    // A circle in one corner of the followed region.
+    let circle = json!({"shapes": [{"type": "Feature", "properties": {"radius_m": 5000.0},
+        "geometry": {"type": "Point", "coordinates": [20.1, 0.1]}}]});
+    let id = adviser.post("/alerts", alert(circle)).await["id"]
+        .as_i64()
+        .expect("id");
+    assert_eq!(next_message(&mut events, "alert").await["alert_id"], id);
+    let places = AlertPlaces::new(&phone.alert_areas().await.expect("places")).expect("usable");
+    let now = Timestamp::now().0;
+    // The phone walks into the circle and out again; only the phone knows.
+    assert_eq!(
+        places.placements(0.5, 20.5, now).get(&id),
+        Some(&Placement::InRegion)
+    );
+    assert_eq!(
+        places.placements(0.1, 20.11, now).get(&id),
+        Some(&Placement::Inside)
+    );
+    assert_eq!(
+        places.placements(0.9, 20.9, now).get(&id),
+        Some(&Placement::InRegion)
+    );
+    phone
+        .receipt(id, AlertReceiptState::Read)
+        .await
+        .expect("receipt");
+    eventually("the receipt was sent", async || {
+        (phone.pending().await.ok() == Some((0, 0))).then_some(())
+    })
+    .await;
+    // Nothing about where the phone was reached the server.
+    let stored: i64 = vigil_server::on_reader!(&srv.state.db, pool => sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM position_history WHERE subject_kind = 'user' AND subject_id = $1) \
+         + (SELECT COUNT(*) FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1)")
+        .bind(user_id).fetch_one(pool).await).expect("scan");
+    assert_eq!(stored, 0);
+    let tracked = vigil_server::areas::read_tracker(&srv.state.tracker).len();
+    assert_eq!(tracked, 0, "the tracker holds no subject");
+    phone.stop();
+    let _ = task.await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::server(false).await.expect("SQLite")).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(srv) = super::server(true).await {
+                    super::$name(srv).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_and_acknowledges,
+    a_location_less_phone_decides_on_the_device_and_its_positions_never_leave_it
+);
