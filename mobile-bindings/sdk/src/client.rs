@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 use vigil_protocol::{
     AlertAreas, AlertReceiptState, ClientMessage, ErrorCode, Fix, ServerMessage, StreamMessage,
 };
@@ -44,8 +45,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Wakes the connection task when the outbox has something new.
     outbox: Notify,
-    /// Wakes the connection task to end.
-    stop: Notify,
+    /// Ends the running connection task; each start has its own.
+    stop: Mutex<CancellationToken>,
 }
 
 /// A phone's Vigil client; cheap to clone.
@@ -80,7 +81,7 @@ impl Client {
                 tokens: Mutex::new(tokens),
                 events,
                 outbox: Notify::new(),
-                stop: Notify::new(),
+                stop: Mutex::new(CancellationToken::new()),
             }),
         })
     }
@@ -226,6 +227,35 @@ impl Client {
         .await
     }
 
+    /// POSTs `body` to `path` as the signed-in person, refreshing the access token once.
+    async fn post_authed(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, SdkError> {
+        let token = self.access_token().await?;
+        match self.post_json(path, body, Some(&token)).await {
+            Err(SdkError::Server(p)) if p.needs_login() => {
+                let token = self.refresh().await?;
+                self.post_json(path, body, Some(&token)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Presses SOS: the case as the server stored it (with its `conversation_id`). A phone in
+    /// location-less mode shares `position` only with `share_location`. Sent at once, never
+    /// queued: an SOS that cannot reach the server must say so to the person (call instead).
+    pub async fn press_sos(
+        &self,
+        note: Option<&str>,
+        position: Option<Fix>,
+        share_location: bool,
+    ) -> Result<serde_json::Value, SdkError> {
+        let body = serde_json::json!({"note": note, "position": position, "share_location": share_location});
+        self.post_authed("/api/v1/sos", &body).await
+    }
+
     /// The person's alerts in force with their places, for on-device geofencing.
     pub async fn alert_areas(&self) -> Result<Vec<AlertAreas>, SdkError> {
         self.get_json("/api/v1/me/alert-areas").await
@@ -256,6 +286,20 @@ impl Client {
         .await
     }
 
+    /// Queues a chat message; returns its client id, with which a resend after a lost answer
+    /// is stored once by the server.
+    pub async fn send_chat(&self, conversation_id: i64, body: &str) -> Result<String, SdkError> {
+        let client_id = format!("{:016x}{:08x}", now_ms(), rand::thread_rng().r#gen::<u32>());
+        self.queue(ClientMessage::ChatSend {
+            reference: None,
+            conversation_id,
+            client_id: client_id.clone(),
+            body: body.to_string(),
+        })
+        .await?;
+        Ok(client_id)
+    }
+
     async fn queue(&self, msg: ClientMessage) -> Result<(), SdkError> {
         let body = serde_json::to_string(&msg).map_err(|e| SdkError::Protocol(e.to_string()))?;
         self.inner
@@ -273,14 +317,23 @@ impl Client {
 
     /// Starts keeping the connection (until [`Client::stop`]); returns at once.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let stop = CancellationToken::new();
+        let previous = std::mem::replace(&mut *self.lock_stop(), stop.clone());
+        previous.cancel();
         let client = self.clone();
-        tokio::spawn(async move { client.run().await })
+        tokio::spawn(async move { client.run(stop).await })
     }
 
-    /// Ends the connection task.
+    /// Ends the connection task (the outbox keeps what is unsent).
     pub fn stop(&self) {
-        self.inner.stop.notify_waiters();
-        self.inner.stop.notify_one();
+        self.lock_stop().cancel();
+    }
+
+    fn lock_stop(&self) -> std::sync::MutexGuard<'_, CancellationToken> {
+        self.inner
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn emit(&self, event: Event) {
@@ -288,11 +341,11 @@ impl Client {
         let _ = self.inner.events.send(event);
     }
 
-    async fn run(&self) {
+    async fn run(&self, stop: CancellationToken) {
         let mut failures: u32 = 0;
         loop {
             let outcome = tokio::select! {
-                () = self.inner.stop.notified() => return,
+                () = stop.cancelled() => return,
                 outcome = self.session() => outcome,
             };
             match outcome {
@@ -310,7 +363,7 @@ impl Client {
             }
             let wait = backoff(failures);
             tokio::select! {
-                () = self.inner.stop.notified() => return,
+                () = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -400,7 +453,7 @@ impl Client {
                 store.receive(m.seq, &kind, &payload, m.at.0).await?;
                 self.hand_over().await?;
             }
-            ServerMessage::Ack { reference, .. } => {
+            ServerMessage::Ack { reference, .. } | ServerMessage::ChatAck { reference, .. } => {
                 if let Some(id) = item_id(reference.as_deref()) {
                     store.done(id).await?;
                     in_flight.retain(|i| *i != id);

@@ -134,6 +134,11 @@ impl Server {
     /// An adviser's token, over plain HTTP as the console would.
     async fn adviser(&self, org: i64) -> Adviser {
         let (_, email) = self.person(org, Role::Adviser).await;
+        self.login(&email).await
+    }
+
+    /// Someone's console, signed in over plain HTTP.
+    async fn login(&self, email: &str) -> Adviser {
         let http = reqwest::Client::new();
         let tokens: Value = http
             .post(format!("{}/api/v1/auth/login", self.url))
@@ -370,6 +375,63 @@ async fn a_location_less_phone_decides_on_the_device_and_its_positions_never_lea
     let _ = task.await;
 }
 
+async fn an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice(srv: Server) {
+    let org = srv.org().await;
+    let operator = {
+        let (_, email) = srv.person(org, Role::Operator).await;
+        srv.login(&email).await
+    };
+    let (_, email) = srv.person(org, Role::Staff).await;
+    let dir = tempfile::tempdir().expect("phone dir");
+    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
+        .await
+        .expect("open");
+    phone.login(&email, PASSWORD).await.expect("login");
+    let task = phone.start();
+    let case = phone
+        .press_sos(Some("car stopped at a roadblock"), None, false)
+        .await
+        .expect("sos");
+    let chat = case["conversation_id"].as_i64().expect("the case's chat");
+    phone
+        .send_chat(chat, "they took my phone charger")
+        .await
+        .expect("queued");
+    eventually("the first message was stored", async || {
+        (phone.pending().await.ok() == Some((0, 0))).then_some(())
+    })
+    .await;
+    // The network drops; the person types on; the connection comes back.
+    phone.stop();
+    let _ = task.await;
+    phone
+        .send_chat(chat, "I am in a shop by the road")
+        .await
+        .expect("queued offline");
+    assert_eq!(phone.pending().await.expect("pending"), (0, 1));
+    let task = phone.start();
+    eventually("the second message was stored", async || {
+        (phone.pending().await.ok() == Some((0, 0))).then_some(())
+    })
+    .await;
+    let said = operator
+        .get(&format!("/conversations/{chat}/messages"))
+        .await
+        .to_string();
+    assert_eq!(
+        said.matches("they took my phone charger").count(),
+        1,
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("I am in a shop by the road").count(),
+        1,
+        "{said}"
+    );
+    phone.stop();
+    let _ = task.await;
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {$(
         mod $name {
@@ -389,6 +451,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice,
     a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_and_acknowledges,
     a_location_less_phone_decides_on_the_device_and_its_positions_never_leave_it
 );
