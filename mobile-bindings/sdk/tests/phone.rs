@@ -51,8 +51,10 @@ impl Drop for Server {
 /// PostgreSQL is asked for and not configured.
 async fn server(postgres: bool) -> Option<Server> {
     let dir = tempfile::tempdir().expect("dir");
-    let mut settings = Settings::default();
-    settings.database_url = format!("sqlite://{}/vigil.db", dir.path().display());
+    let mut settings = Settings {
+        database_url: format!("sqlite://{}/vigil.db", dir.path().display()),
+        ..Settings::default()
+    };
     let mut pg = None;
     if postgres {
         let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
