@@ -4,21 +4,27 @@
 //! send positions; operators subscribe to their organisation's live positions.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::alerts::ledger::Receipt;
 use crate::auth::{Session, bearer_token, load_actor, verify_token};
+use crate::error::AppError;
 use crate::live::{Outbound, Registration, StoredMessage};
 use crate::policy::{Action, Actor, authorize, listing_scope};
-use crate::positions::{Subject, accept, validate_fixes};
+use crate::positions::writer::Recorded;
+use crate::positions::{StoredFix, Subject, WriteError, announce, newest_fix, validate_fixes};
 use vigil_protocol::{
     AlertReceiptState, ClientMessage, ErrorCode, Fix, MAX_MESSAGE_BYTES, ServerMessage, Topic,
     close,
@@ -27,6 +33,16 @@ use vigil_protocol::{
 /// Every this many heartbeats a socket re-reads its session and roles (about every ten minutes
 /// at the default 25 s), in case a revocation did not come through the hub.
 const RECHECK_EVERY: u64 = 24;
+
+/// Most position messages of one connection waiting for their commit at once. A phone that
+/// streams one fix per message must have several in one group commit, or its rate is one
+/// message per commit; past this the socket is not read until an answer goes out, so one
+/// connection cannot fill the writer's queue.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Frames fed without a flush are written out once this many bytes wait: a burst of acks
+/// leaves in one write instead of one each, and the buffer stays small for an idle phone.
+const WRITE_COALESCE_BYTES: usize = 8 * 1024;
 
 /// How long a new connection has to authenticate.
 pub const AUTH_DEADLINE: Duration = Duration::from_secs(vigil_protocol::HELLO_DEADLINE_SECS);
@@ -64,9 +80,10 @@ async fn upgrade(
     // A malformed header counts as none: the hello message may still carry a token.
     let header_token = bearer_token(&headers).ok().flatten().map(str::to_string);
     // tungstenite's default buffers are 128 KiB each way per connection: gigabytes at 100,000
-    // phones. Messages here are small; 4 KiB reads and eager writes keep an idle phone cheap.
+    // phones. Messages here are small; 4 KiB reads and a write buffer that only gathers a
+    // burst of acks (see WRITE_COALESCE_BYTES) keep an idle phone cheap.
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_COALESCE_BYTES)
         .max_write_buffer_size(512 * 1024)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -80,6 +97,7 @@ async fn upgrade(
                 subscribed: HashMap::new(),
                 heartbeats: 0,
                 typing: Default::default(),
+                in_flight: FuturesOrdered::new(),
             };
             conn.run(header_token).await;
         })
@@ -100,6 +118,26 @@ struct Connection {
     heartbeats: u64,
     /// When this connection last sent a typing hint, per conversation.
     typing: crate::chat::socket::TypingThrottle,
+    /// Answers to position messages, in the order the messages came (that is the order the
+    /// writer applies them in, and the order their acks go out).
+    in_flight: FuturesOrdered<Answering>,
+}
+
+/// The answer to a position message, once its fixes are committed.
+type Answering = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+enum Answer {
+    /// Known without the writer (an invalid batch, a stopped writer).
+    Ready(ServerMessage),
+    Committed {
+        reference: Option<String>,
+        org_id: i64,
+        subject: Subject,
+        /// Fixes in the message as sent, duplicates within it included.
+        sent: usize,
+        newest: Option<StoredFix>,
+        result: Result<Recorded, WriteError>,
+    },
 }
 
 enum Flow {
@@ -314,7 +352,14 @@ impl Connection {
         let shutdown = self.state.shutdown.clone();
         loop {
             let flow = tokio::select! {
-                frame = self.socket.recv() => match frame {
+                // Answers first: the writer hands a group's geofence messages to the hub just
+                // before its acks, and the ack should usually precede what it caused, as it
+                // did when a connection waited for each commit.
+                biased;
+                Some(answer) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.send_answers(answer).await
+                }
+                frame = self.socket.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
                         Box::pin(self.on_frame(session, actor, registration, frame)).await
@@ -333,6 +378,8 @@ impl Connection {
                 },
                 _ = heartbeat.tick() => Box::pin(self.on_heartbeat(session, actor)).await,
                 () = shutdown.cancelled() => {
+                    // Fixes already with the writer are committed anyway; say so.
+                    let _ = self.settle().await;
                     self.close(close::GOING_AWAY, "server shutting down: reconnect and resume").await;
                     Flow::Stop
                 }
@@ -456,15 +503,29 @@ impl Connection {
     ) -> Flow {
         let text = match frame {
             Message::Text(t) => t,
-            Message::Close(_) => return Flow::Stop,
+            Message::Close(_) => {
+                let _ = self.settle().await;
+                return Flow::Stop;
+            }
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
             Message::Binary(_) => {
+                if let Flow::Stop = self.settle().await {
+                    return Flow::Stop;
+                }
                 return self
                     .error(ErrorCode::BadMessage, "messages are JSON text".into(), None)
                     .await;
             }
         };
-        let msg = match serde_json::from_str::<ClientMessage>(&text) {
+        let msg = serde_json::from_str::<ClientMessage>(&text);
+        // Every other answer goes out after those of the positions sent before it, as when
+        // each message was answered before the next was read.
+        if !matches!(msg, Ok(ClientMessage::Position { .. }))
+            && let Flow::Stop = self.settle().await
+        {
+            return Flow::Stop;
+        }
+        let msg = match msg {
             Ok(m) => m,
             Err(e) => {
                 let reference = serde_json::from_str::<serde_json::Value>(&text)
@@ -541,6 +602,8 @@ impl Connection {
         }
     }
 
+    /// Validates the fixes and hands them to the writer; the ack goes out from the serve loop
+    /// once they are committed, so the next message can join the same group meanwhile.
     async fn on_position(
         &mut self,
         actor: &Actor,
@@ -554,28 +617,90 @@ impl Connection {
             s.position_retention_days,
             s.max_fixes_per_batch,
         );
-        let result = match checked {
-            Ok(valid) => {
-                accept(
-                    &self.state,
-                    Subject::User(actor.user_id),
-                    actor.org_id,
-                    "app",
-                    valid,
-                )
-                .await
+        let valid = match checked {
+            Ok(valid) => valid,
+            Err(e) => {
+                let refused = e.to_socket(ErrorCode::LocationLess, reference);
+                self.in_flight
+                    .push_back(Box::pin(std::future::ready(Answer::Ready(refused))));
+                return Flow::Continue;
             }
-            Err(e) => Err(e),
         };
-        let reply = match result {
-            Ok((recorded, _)) => ServerMessage::Ack {
+        let subject = Subject::User(actor.user_id);
+        let newest = newest_fix(&valid);
+        let answering: Answering = match self.state.positions.submit(subject, "app", valid).await {
+            Ok(queued) => {
+                let (org_id, sent) = (actor.org_id, fixes.len());
+                Box::pin(async move {
+                    Answer::Committed {
+                        reference,
+                        org_id,
+                        subject,
+                        sent,
+                        newest,
+                        result: queued.committed().await,
+                    }
+                })
+            }
+            Err(e) => {
+                let failed = AppError::from(e).to_socket(ErrorCode::LocationLess, reference);
+                Box::pin(std::future::ready(Answer::Ready(failed)))
+            }
+        };
+        self.in_flight.push_back(answering);
+        Flow::Continue
+    }
+
+    fn answer(&self, answer: Answer) -> ServerMessage {
+        match answer {
+            Answer::Ready(m) => m,
+            Answer::Committed {
                 reference,
-                accepted: Some(recorded.inserted as u64),
-                duplicates: Some(fixes.len().saturating_sub(recorded.inserted) as u64),
-            },
-            Err(e) => e.to_socket(ErrorCode::LocationLess, reference),
-        };
-        self.send(reply).await
+                result: Err(e),
+                ..
+            } => AppError::from(e).to_socket(ErrorCode::LocationLess, reference),
+            Answer::Committed {
+                reference,
+                org_id,
+                subject,
+                sent,
+                newest,
+                result: Ok(recorded),
+            } => {
+                announce(&self.state, subject, org_id, newest, &recorded);
+                ServerMessage::Ack {
+                    reference,
+                    accepted: Some(recorded.inserted as u64),
+                    duplicates: Some(sent.saturating_sub(recorded.inserted) as u64),
+                }
+            }
+        }
+    }
+
+    /// Sends `first` and every other answer already committed after it, then flushes once.
+    async fn send_answers(&mut self, first: Answer) -> Flow {
+        let mut next = Some(first);
+        while let Some(answer) = next {
+            let text = self.answer(answer).to_json();
+            if self.socket.feed(Message::Text(text.into())).await.is_err() {
+                return Flow::Stop;
+            }
+            next = self.in_flight.next().now_or_never().flatten();
+        }
+        match self.socket.flush().await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+
+    /// Waits for every position message in flight and sends its answer.
+    async fn settle(&mut self) -> Flow {
+        while let Some(answer) = self.in_flight.next().await {
+            if let Flow::Stop = self.send_answers(answer).await {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
     }
 
     async fn on_receipt(

@@ -161,46 +161,39 @@ impl Client {
         read_json(req.send().await).await
     }
 
-    /// GETs `path` as the signed-in person, refreshing the access token once if it expired.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SdkError> {
+    /// Sends a request as the signed-in person, refreshing the access token once if it expired.
+    async fn authed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, SdkError> {
         let url = format!("{}{path}", self.inner.base);
-        let token = self.access_token().await?;
-        match read_json(self.inner.http.get(&url).bearer_auth(&token).send().await).await {
-            Err(SdkError::Server(p)) if p.needs_login() => {
-                let token = self.refresh().await?;
-                read_json(self.inner.http.get(&url).bearer_auth(&token).send().await).await
+        let attempt = async |token: String| {
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(b);
             }
+            read_json(req.send().await).await
+        };
+        match attempt(self.access_token().await?).await {
+            Err(SdkError::Server(p)) if p.needs_login() => attempt(self.refresh().await?).await,
             other => other,
         }
     }
 
-    /// PUTs `body` to `path` as the signed-in person, refreshing the access token once.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SdkError> {
+        self.authed(reqwest::Method::GET, path, None).await
+    }
+
     async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), SdkError> {
-        let url = format!("{}{path}", self.inner.base);
-        let token = self.access_token().await?;
-        let sent = self
-            .inner
-            .http
-            .put(&url)
-            .bearer_auth(&token)
-            .json(body)
-            .send()
-            .await;
-        match read_json::<serde_json::Value>(sent).await {
-            Err(SdkError::Server(p)) if p.needs_login() => {
-                let token = self.refresh().await?;
-                let again = self
-                    .inner
-                    .http
-                    .put(&url)
-                    .bearer_auth(&token)
-                    .json(body)
-                    .send()
-                    .await;
-                read_json::<serde_json::Value>(again).await.map(drop)
-            }
-            other => other.map(drop),
-        }
+        self.authed::<serde_json::Value>(reqwest::Method::PUT, path, Some(body))
+            .await
+            .map(drop)
     }
 
     /// Switches between tracking and location-less mode (the server then refuses fixes, and
@@ -227,22 +220,6 @@ impl Client {
         .await
     }
 
-    /// POSTs `body` to `path` as the signed-in person, refreshing the access token once.
-    async fn post_authed(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, SdkError> {
-        let token = self.access_token().await?;
-        match self.post_json(path, body, Some(&token)).await {
-            Err(SdkError::Server(p)) if p.needs_login() => {
-                let token = self.refresh().await?;
-                self.post_json(path, body, Some(&token)).await
-            }
-            other => other,
-        }
-    }
-
     /// Presses SOS: the case as the server stored it (with its `conversation_id`). A phone in
     /// location-less mode shares `position` only with `share_location`. Sent at once, never
     /// queued: an SOS that cannot reach the server must say so to the person (call instead).
@@ -253,7 +230,8 @@ impl Client {
         share_location: bool,
     ) -> Result<serde_json::Value, SdkError> {
         let body = serde_json::json!({"note": note, "position": position, "share_location": share_location});
-        self.post_authed("/api/v1/sos", &body).await
+        self.authed(reqwest::Method::POST, "/api/v1/sos", Some(&body))
+            .await
     }
 
     /// The person's alerts in force with their places, for on-device geofencing.

@@ -201,11 +201,7 @@ pub async fn inbox(
         my_state: String,
         my_reasons: String,
     }
-    let cols = ALERT_COLUMNS
-        .split(", ")
-        .map(|c| format!("a.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = joined_alert_columns();
     let rows: Vec<Row> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {cols}, r.state AS my_state, r.reasons AS my_reasons \
          FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id \
@@ -217,14 +213,27 @@ pub async fn inbox(
             Ok(InboxItem {
                 alert: wire_payload(&alert),
                 state: r.my_state,
-                reasons: r
-                    .my_reasons
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                reasons: reasons_of(&r.my_reasons),
             })
         })
+        .collect()
+}
+
+/// [`ALERT_COLUMNS`] of `alerts a`, for queries that join the ledger.
+fn joined_alert_columns() -> String {
+    ALERT_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A ledger row's reasons (`inside_area,role`) as a list.
+fn reasons_of(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
         .collect()
 }
 
@@ -242,26 +251,14 @@ pub async fn in_force(
         alert: AlertRow,
         my_reasons: String,
     }
-    let cols = ALERT_COLUMNS
-        .split(", ")
-        .map(|c| format!("a.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = joined_alert_columns();
     let rows: Vec<Row> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {cols}, r.reasons AS my_reasons \
          FROM alert_recipients r JOIN alerts a ON a.id = r.alert_id \
          WHERE r.user_id = $1 AND a.cancelled_at IS NULL AND a.expires_at > $2 ORDER BY a.id DESC LIMIT $3")))
         .bind(user_id).bind(now).bind(limit).fetch_all(pool).await?);
     rows.into_iter()
-        .map(|r| {
-            let reasons = r
-                .my_reasons
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            Ok((Alert::try_from(r.alert)?, reasons))
-        })
+        .map(|r| Ok((Alert::try_from(r.alert)?, reasons_of(&r.my_reasons))))
         .collect()
 }
 

@@ -21,7 +21,7 @@ use crate::db::{Db, Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Query};
 use crate::policy::{Action, Actor, listing_scope};
 use crate::{AppState, in_tx, on_reader, on_writer};
-pub use writer::{PositionWriter, StoredFix, WriteError};
+pub use writer::{PositionWriter, Queued, StoredFix, WriteError};
 
 /// Fixes may be at most this far in the future (device clocks drift).
 const FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -323,13 +323,33 @@ pub async fn accept(
     source: &'static str,
     fixes: Vec<StoredFix>,
 ) -> AppResult<(writer::Recorded, Vec<AreaTransition>)> {
-    let newest = fixes.iter().copied().max_by_key(|f| f.recorded_at);
+    let newest = newest_fix(&fixes);
     let recorded = state.positions.record(subject, source, fixes).await?;
+    let transitions = announce(state, subject, org_id, newest, &recorded);
+    Ok((recorded, transitions))
+}
+
+/// The newest of a batch's fixes, kept before the batch goes to the writer for [`announce`].
+pub fn newest_fix(fixes: &[StoredFix]) -> Option<StoredFix> {
+    fixes.iter().copied().max_by_key(|f| f.recorded_at)
+}
+
+/// The second half of [`accept`], for callers that hand fixes to the writer themselves (the
+/// socket keeps several batches in flight): once `recorded` is committed, tells the operators
+/// watching `org_id` about the subject's new position (if `newest` is still its latest) and
+/// its border crossings, and returns those crossings described.
+pub fn announce(
+    state: &AppState,
+    subject: Subject,
+    org_id: i64,
+    newest: Option<StoredFix>,
+    recorded: &writer::Recorded,
+) -> Vec<AreaTransition> {
     let transitions = describe(state, &recorded.transitions);
     let (_, id) = subject.key();
     let about_user = matches!(subject, Subject::User(_)).then_some(id);
     if !state.hub.watched(org_id) {
-        return Ok((recorded, transitions));
+        return transitions;
     }
     let is_latest = newest.filter(|n| {
         read_tracker(&state.tracker)
@@ -372,7 +392,7 @@ pub async fn accept(
             .hub
             .publish_position(org_id, about_user, &ServerMessage::Event(event));
     }
-    Ok((recorded, transitions))
+    transitions
 }
 
 /// The message telling a person they entered an area (with its advisory and security level,

@@ -169,6 +169,18 @@ impl PositionWriter {
         source: &'static str,
         fixes: Vec<StoredFix>,
     ) -> Result<Recorded, WriteError> {
+        self.submit(subject, source, fixes).await?.committed().await
+    }
+
+    /// Queues fixes like [`PositionWriter::record`] without waiting for their commit, so that
+    /// one connection can have several batches in the same group. Batches are applied in the
+    /// order they were submitted, whoever waits for them.
+    pub async fn submit(
+        &self,
+        subject: Subject,
+        source: &'static str,
+        fixes: Vec<StoredFix>,
+    ) -> Result<Queued, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Op::Record(RecordReq {
             subject,
@@ -177,7 +189,7 @@ impl PositionWriter {
             reply,
         }))
         .await?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        Ok(Queued(answer))
     }
 
     /// Switches a person to location-less mode, deleting every position of theirs.
@@ -219,6 +231,17 @@ impl PositionWriter {
 
     async fn send(&self, op: Op) -> Result<(), WriteError> {
         self.tx.send(op).await.map_err(|_| WriteError::Stopped)
+    }
+}
+
+/// Fixes in the writer's queue; dropping this does not withdraw them.
+#[derive(Debug)]
+pub struct Queued(oneshot::Receiver<Result<Recorded, WriteError>>);
+
+impl Queued {
+    /// What the writer did, once the fixes' group (and its geofence messages) committed.
+    pub async fn committed(self) -> Result<Recorded, WriteError> {
+        self.0.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
