@@ -110,6 +110,25 @@ pub struct Settings {
     pub sms_twilio_auth_token: String,
     /// Twilio: the API base URL (overridden in tests).
     pub sms_twilio_base_url: String,
+    /// Firebase Cloud Messaging: path to the service account's JSON key (empty: FCM off).
+    pub fcm_service_account_file: String,
+    /// Firebase Cloud Messaging: the service account's JSON key itself, instead of a file (a
+    /// secret).
+    pub fcm_service_account_json: String,
+    /// Firebase Cloud Messaging: the API's base URL (overridden in tests).
+    pub fcm_base_url: String,
+    /// APNs: path to the token-signing key (`AuthKey_XXXXXXXXXX.p8`; empty: APNs off).
+    pub apns_key_file: String,
+    /// APNs: the key's id (10 characters, shown beside the key in Apple's developer account).
+    pub apns_key_id: String,
+    /// APNs: the developer team id (10 characters).
+    pub apns_team_id: String,
+    /// APNs: the app's bundle id, sent as `apns-topic` (a device's `app_id` overrides it).
+    pub apns_topic: String,
+    /// APNs: the API's base URL (empty: Apple's production or sandbox host; tests set a fake).
+    pub apns_base_url: String,
+    /// APNs: use Apple's sandbox host (development builds of the app).
+    pub apns_sandbox: bool,
 }
 
 /// SQLite's `synchronous` mode, of the two that are safe in WAL mode.
@@ -201,6 +220,15 @@ impl Default for Settings {
             sms_twilio_account_sid: String::new(),
             sms_twilio_auth_token: String::new(),
             sms_twilio_base_url: "https://api.twilio.com".into(),
+            fcm_service_account_file: String::new(),
+            fcm_service_account_json: String::new(),
+            fcm_base_url: "https://fcm.googleapis.com".into(),
+            apns_key_file: String::new(),
+            apns_key_id: String::new(),
+            apns_team_id: String::new(),
+            apns_topic: String::new(),
+            apns_base_url: String::new(),
+            apns_sandbox: false,
         }
     }
 }
@@ -351,6 +379,18 @@ impl fmt::Debug for Settings {
                 &secret(&self.sms_twilio_auth_token),
             )
             .field("sms_twilio_base_url", &self.sms_twilio_base_url)
+            .field("fcm_service_account_file", &self.fcm_service_account_file)
+            .field(
+                "fcm_service_account_json",
+                &secret(&self.fcm_service_account_json),
+            )
+            .field("fcm_base_url", &self.fcm_base_url)
+            .field("apns_key_file", &self.apns_key_file)
+            .field("apns_key_id", &self.apns_key_id)
+            .field("apns_team_id", &self.apns_team_id)
+            .field("apns_topic", &self.apns_topic)
+            .field("apns_base_url", &self.apns_base_url)
+            .field("apns_sandbox", &self.apns_sandbox)
             .finish()
     }
 }

@@ -103,6 +103,8 @@ pub struct AppState {
     pub push: push::Pusher,
     /// The SMS gateway chosen by `sms_provider` (possibly none).
     pub sms: sms::Sms,
+    /// The FCM and APNs senders for native apps (either possibly off).
+    pub native_push: push::NativePush,
 }
 
 /// The server's background tasks: `serve` joins every one before it returns.
@@ -127,6 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     let keys = Keys::load_or_create(&db).await?;
     let pusher = push::Pusher::new(&settings, &keys.vapid)?;
     let sms_gateway = sms::Sms::from_settings(&settings)?;
+    let native_push = push::NativePush::from_settings(&settings)?;
     let area_index = areas::load_index(&db).await?;
     let mut tracker = vigil_geofences::Tracker::with_areas(area_index);
     let skipped = tracker.load(positions::load_latest(&db).await?);
@@ -167,6 +170,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         background,
         push: pusher,
         sms: sms_gateway,
+        native_push,
     };
     state.db.spawn_checkpointer(state.shutdown.clone());
     positions::spawn_retention(&state);

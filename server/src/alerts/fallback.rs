@@ -7,7 +7,8 @@
 //! forward by a lease (so another node, or this one after a crash, leaves them alone until the
 //! lease runs out), tries the next channel, and records the outcome with the next time due:
 //! - first, web push to every subscription of the person (high urgency, expiring with the
-//!   alert); the phone shows the alert and confirms it over HTTP;
+//!   alert) and, at the same time, FCM or APNs to every native app they registered; the phone
+//!   shows the alert and confirms it over HTTP;
 //! - then, `alert_sms_after_secs` later and only if the alert allows SMS, the gateway has a
 //!   provider and the person a phone number, one SMS (counted in segments for cost);
 //! - a confirmed, expired or cancelled copy is never tried again.
@@ -43,7 +44,7 @@ use crate::config::Settings;
 use crate::db::{Db, now_ms};
 use crate::error::AppError;
 use crate::metrics::FallbackLabels;
-use crate::push::{PushError, PushOptions, Urgency};
+use crate::push::{NativeMessage, PushError, PushOptions, Urgency};
 use crate::{AppState, in_tx, on_reader, on_writer};
 
 /// Most rows claimed per sweep, whatever the bounds on requests in flight.
@@ -146,6 +147,7 @@ async fn arm(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
     let arm = format!(
         "UPDATE alert_recipients SET next_attempt_at = $2 WHERE {unconfirmed} \
          AND (user_id IN (SELECT user_id FROM push_subscriptions) \
+              OR user_id IN (SELECT user_id FROM native_push_devices) \
               OR ($3 AND user_id IN (SELECT id FROM users WHERE phone IS NOT NULL)))"
     );
     let none = format!(
@@ -495,72 +497,92 @@ async fn push(state: &AppState, alert: &Alert, person: &Person, now: i64) -> Out
         channel: "push",
         outcome,
     };
-    // A database error comes before anything is sent (reading the subscriptions), so trying
-    // again at once cannot push twice.
+    let native = NativeMessage {
+        alert_id: alert.id,
+        title: truncate(&text.title, 200),
+        body: truncate(&text.body, 600),
+        severity: payload["severity"].as_str().unwrap_or_default().to_string(),
+        expires_at_ms: alert.expires_at.0,
+    };
+    // A database error comes before anything is sent (reading the subscriptions or devices),
+    // so trying again at once cannot push twice. Web push and the native services are tried
+    // together: a person with both the web app and the native app gets each once.
     let read_by = Instant::now() + READ_PATIENCE;
     let mut pause = FIRST_PAUSE;
-    let result = loop {
-        match crate::push::send_to_user(state, person.id, &payload, opts.clone()).await {
-            Err(PushError::Db(e))
-                if Instant::now() + pause < read_by && !state.shutdown.is_cancelled() =>
-            {
-                tracing::warn!(alert_id = alert.id, user_id = person.id, error = %e,
-                    "could not read the push subscriptions; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            result => break result,
+    let (web, apps) = loop {
+        let (web, apps) = tokio::join!(
+            crate::push::send_to_user(state, person.id, &payload, opts.clone()),
+            state.native_push.send_to_user(state, person.id, &native),
+        );
+        let unreadable = matches!(web, Err(PushError::Db(_))) || apps.is_err();
+        if unreadable && Instant::now() + pause < read_by && !state.shutdown.is_cancelled() {
+            tracing::warn!(
+                alert_id = alert.id,
+                user_id = person.id,
+                "could not read the push subscriptions or devices; trying again"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+            continue;
         }
+        break (web, apps);
     };
-    match result {
-        // The subscriptions still could not be read: nothing was sent, no attempt is used up,
-        // and the copy is looked at again shortly.
-        Err(PushError::Db(e)) => {
-            tracing::warn!(alert_id = alert.id, user_id = person.id, error = %e,
-                "could not read the push subscriptions; trying again shortly");
-            return Outcome {
-                next: Some(now + REREAD_MS),
-                error: Some(format!("push: could not read the subscriptions: {e}")),
-                ..Outcome::default()
-            };
+    let web = match web {
+        Err(PushError::Db(e)) => Err(format!("{e}")),
+        Ok(r) => Ok(Ok(r)),
+        Err(e) => Ok(Err(e)),
+    };
+    let (web, apps) = match (web, apps) {
+        // The subscriptions or devices still could not be read: whatever went out to the
+        // rest, the copy is looked at again shortly without using up an attempt (devices
+        // deduplicate by alert id).
+        (Err(e), _) => return unreadable(alert, person, now, &e),
+        (_, Err(e)) => return unreadable(alert, person, now, &e.to_string()),
+        (Ok(web), Ok(apps)) => (web, apps),
+    };
+    let web_sent = web.as_ref().map_or(0, |r| r.sent);
+    let web_tried = web.as_ref().map_or(1, |r| r.attempted);
+    if web_sent + apps.sent > 0 {
+        state
+            .metrics
+            .alert_fallbacks
+            .get_or_create(&label("sent"))
+            .inc();
+        o.sent_by = Some("push");
+    } else if web_tried + apps.attempted == 0 {
+        state
+            .metrics
+            .alert_fallbacks
+            .get_or_create(&label("skipped"))
+            .inc();
+        o.error = Some("no web-push subscription".into());
+    } else {
+        state
+            .metrics
+            .alert_fallbacks
+            .get_or_create(&label("failed"))
+            .inc();
+        let retryable = web.as_ref().is_ok_and(|r| r.retryable()) || apps.retryable();
+        o.error = match &web {
+            Err(e) => Some(format!("push: {e}")),
+            Ok(r) => r.failures.first().map(|f| format!("push: {}", f.error)),
         }
-        Ok(r) if r.sent > 0 => {
-            state
-                .metrics
-                .alert_fallbacks
-                .get_or_create(&label("sent"))
-                .inc();
-            o.sent_by = Some("push");
-        }
-        Ok(r) if r.attempted == 0 => {
-            state
-                .metrics
-                .alert_fallbacks
-                .get_or_create(&label("skipped"))
-                .inc();
-            o.error = Some("no web-push subscription".into());
-        }
-        Ok(r) => {
-            state
-                .metrics
-                .alert_fallbacks
-                .get_or_create(&label("failed"))
-                .inc();
-            o.error = r.failures.first().map(|f| format!("push: {}", f.error));
-            if r.retryable() {
-                o.next = Some(now + RETRY_MS);
-            }
-        }
-        Err(e) => {
-            state
-                .metrics
-                .alert_fallbacks
-                .get_or_create(&label("failed"))
-                .inc();
-            o.error = Some(format!("push: {e}"));
+        .or_else(|| apps.failures.first().map(|e| format!("push: {e}")));
+        if retryable {
+            o.next = Some(now + RETRY_MS);
         }
     }
     o
+}
+
+fn unreadable(alert: &Alert, person: &Person, now: i64, e: &str) -> Outcome {
+    tracing::warn!(alert_id = alert.id, user_id = person.id, error = %e,
+        "could not read the push subscriptions or devices; trying again shortly");
+    Outcome {
+        next: Some(now + REREAD_MS),
+        error: Some(format!("push: could not read the subscriptions: {e}")),
+        ..Outcome::default()
+    }
 }
 
 async fn sms(state: &AppState, alert: &Alert, person: &Person, phone: &str, now: i64) -> Outcome {

@@ -7,11 +7,18 @@
 //! person (RFC 8291, aes128gcm), signs a VAPID token for the push service's origin (RFC 8292)
 //! and posts it, forgetting subscriptions the push service says are gone (404, 410).
 //!
+//! Native apps register their FCM or APNs token per installation instead
+//! (`PUT /me/devices/{device_id}`, see [`devices`]); [`NativePush`] wakes them beside web push.
+//!
 //! The `web-push` crate builds each message (encryption, VAPID token, headers) without its own
 //! HTTP client (its clients are isahc or hyper 0.14); messages go out through one shared
 //! `reqwest` client, the same stack as the rest of the server, with a timeout, no redirects and
 //! a bound on requests in flight.
 
+mod apns;
+pub mod devices;
+mod fcm;
+mod native;
 mod send;
 mod store;
 
@@ -27,6 +34,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use devices::{NativeDeviceView, NewNativeDevice, Platform};
+pub use native::{NativeError, NativeMessage, NativeOutcome, NativePush, NativeSetupError};
 pub use send::{
     MAX_PAYLOAD_BYTES, PushError, PushFailure, PushOptions, PushOutcome, PushSetupError, Pusher,
     Urgency, send_to_subscription, send_to_user,
@@ -123,11 +132,13 @@ pub struct ValidSubscription {
     pub expires_at: Option<i64>,
 }
 
-/// Routes under `/api/v1/push`.
+/// Routes under `/api/v1/push`, and native apps' devices under `/api/v1/me/devices`.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(vapid_public_key))
         .routes(routes!(list, register, remove))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::register_device, devices::remove_device))
 }
 
 /// The deployment's VAPID public key, for `pushManager.subscribe({applicationServerKey})`.

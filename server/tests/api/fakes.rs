@@ -884,3 +884,439 @@ async fn generic_message(
         other => with_retry_after(other, json!({"error": format!("failed with {other}")})),
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Firebase Cloud Messaging (HTTP v1) and Google's OAuth2 token endpoint
+// ------------------------------------------------------------------------------------------
+
+/// The Firebase project the fake service account belongs to.
+pub const FCM_PROJECT: &str = "vigil-test-project";
+const FCM_CLIENT_EMAIL: &str = "vigil-push@vigil-test-project.iam.gserviceaccount.com";
+const FCM_KEY_ID: &str = "test-only-key-1";
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/push/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A message the fake FCM accepted as well-formed (whatever it then answered).
+#[derive(Clone, Debug)]
+pub struct FcmReceived {
+    /// `message.token`.
+    pub token: String,
+    /// The whole `message` object.
+    pub message: Value,
+}
+
+#[derive(Default)]
+struct FcmShared {
+    origin: Mutex<String>,
+    issued: Mutex<Vec<String>>,
+    token_requests: AtomicUsize,
+    received: Mutex<Vec<FcmReceived>>,
+    rejected: Mutex<Vec<String>>,
+    unregistered: Mutex<std::collections::HashSet<String>>,
+    notify: Notify,
+}
+
+/// Google's token endpoint and the FCM v1 send API on 127.0.0.1. The token endpoint verifies
+/// each RS256 assertion with the public half of the test service account's key (`iss`,
+/// `scope`, `aud` = its own URL, `exp` within the hour, the key id) and issues an access token;
+/// the send API checks that bearer token, the project in the path and the message's shape.
+pub struct FakeFcm {
+    /// Base URL.
+    pub url: String,
+    shared: Arc<FcmShared>,
+    _served: Served,
+}
+
+impl FakeFcm {
+    /// Starts the fake on an ephemeral port.
+    pub async fn start() -> FakeFcm {
+        let shared = Arc::new(FcmShared::default());
+        let app = Router::new()
+            .route("/token", post(fcm_token))
+            .route("/v1/projects/{project}/messages:send", post(fcm_send))
+            .with_state(shared.clone());
+        let served = serve(app).await;
+        *lock(&shared.origin) = served.url.clone();
+        FakeFcm {
+            url: served.url.clone(),
+            shared,
+            _served: served,
+        }
+    }
+
+    /// The service account's JSON key, as the Firebase console downloads it, pointing at this
+    /// fake's token endpoint.
+    pub fn service_account_json(&self) -> String {
+        json!({
+            "type": "service_account",
+            "project_id": FCM_PROJECT,
+            "private_key_id": FCM_KEY_ID,
+            "private_key": fixture("TEST-ONLY-fcm-service-account-key.pem"),
+            "client_email": FCM_CLIENT_EMAIL,
+            "client_id": "100000000000000000001",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": format!("{}/token", self.url),
+        })
+        .to_string()
+    }
+
+    /// Points the server's FCM settings at this fake.
+    pub fn configure(&self, settings: &mut Settings) {
+        settings.fcm_service_account_json = self.service_account_json();
+        settings.fcm_base_url = self.url.clone();
+    }
+
+    /// From now on, messages to `token` are answered 404 `UNREGISTERED` (the app was removed).
+    pub fn unregister(&self, token: &str) {
+        lock(&self.shared.unregistered).insert(token.to_string());
+    }
+
+    /// Access tokens asked for so far.
+    pub fn token_requests(&self) -> usize {
+        self.shared.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Every well-formed message so far.
+    pub fn received(&self) -> Vec<FcmReceived> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// Why each refused request was refused.
+    pub fn rejected(&self) -> Vec<String> {
+        lock(&self.shared.rejected).clone()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GoogleAssertion {
+    iss: String,
+    scope: String,
+    iat: u64,
+    exp: u64,
+}
+
+async fn fcm_token(
+    State(shared): State<Arc<FcmShared>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    shared.token_requests.fetch_add(1, Ordering::SeqCst);
+    let refuse = |why: String| {
+        lock(&shared.rejected).push(format!("token: {why}"));
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return refuse(format!("grant_type {:?}", form.get("grant_type")));
+    }
+    let Some(assertion) = form.get("assertion") else {
+        return refuse("no assertion".into());
+    };
+    let key =
+        DecodingKey::from_rsa_pem(fixture("TEST-ONLY-fcm-service-account-key.pub.pem").as_bytes())
+            .expect("the test key's public half");
+    let mut validation = Validation::new(Algorithm::RS256);
+    let audience = format!("{}/token", lock(&shared.origin));
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[FCM_CLIENT_EMAIL]);
+    let claims = match jsonwebtoken::decode::<GoogleAssertion>(assertion, &key, &validation) {
+        Ok(data) => {
+            if data.header.kid.as_deref() != Some(FCM_KEY_ID) {
+                return refuse(format!("kid {:?}", data.header.kid));
+            }
+            data.claims
+        }
+        Err(e) => return refuse(format!("assertion: {e}")),
+    };
+    if claims.iss != FCM_CLIENT_EMAIL
+        || claims.scope != "https://www.googleapis.com/auth/firebase.messaging"
+        || claims.exp <= claims.iat
+        || claims.exp - claims.iat > 3600
+    {
+        return refuse(format!(
+            "claims iss={} scope={} iat={} exp={}",
+            claims.iss, claims.scope, claims.iat, claims.exp
+        ));
+    }
+    let token = format!("ya29.test-only-{}", uuid::Uuid::new_v4().simple());
+    lock(&shared.issued).push(token.clone());
+    axum::Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+async fn fcm_send(
+    State(shared): State<Arc<FcmShared>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let refuse = |status: StatusCode, why: String| {
+        lock(&shared.rejected).push(format!("send: {why}"));
+        let code = status.as_u16();
+        (
+            status,
+            axum::Json(
+                json!({"error": {"code": code, "message": why, "status": "INVALID_ARGUMENT"}}),
+            ),
+        )
+            .into_response()
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    if !lock(&shared.issued).contains(&bearer) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("unknown access token {bearer:?}"),
+        );
+    }
+    if project != FCM_PROJECT {
+        return refuse(StatusCode::NOT_FOUND, format!("project {project}"));
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into());
+    };
+    let message = &json["message"];
+    let Some(token) = message["token"].as_str() else {
+        return refuse(StatusCode::BAD_REQUEST, "message.token".into());
+    };
+    // FCM refuses data whose values are not all strings.
+    let data_ok = message["data"]
+        .as_object()
+        .is_some_and(|d| d.values().all(Value::is_string));
+    if !data_ok {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("message.data {}", message["data"]),
+        );
+    }
+    lock(&shared.received).push(FcmReceived {
+        token: token.to_string(),
+        message: message.clone(),
+    });
+    shared.notify.notify_waiters();
+    if lock(&shared.unregistered).contains(token) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": 404, "message": "Requested entity was not found.",
+                "status": "NOT_FOUND", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                "errorCode": "UNREGISTERED"}]}})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({"name": format!("projects/{FCM_PROJECT}/messages/{}", uuid::Uuid::new_v4().simple())}))
+        .into_response()
+}
+
+// ------------------------------------------------------------------------------------------
+// Apple Push Notification service
+// ------------------------------------------------------------------------------------------
+
+/// The test team's APNs key id.
+pub const APNS_KEY_ID: &str = "TESTKEY001";
+/// The test developer team.
+pub const APNS_TEAM_ID: &str = "TESTTEAM01";
+/// The test app's bundle id.
+pub const APNS_TOPIC: &str = "org.vigil.test";
+
+/// A notification the fake APNs accepted as well-formed (whatever it then answered).
+#[derive(Clone, Debug)]
+pub struct ApnsReceived {
+    /// The device token in the path.
+    pub token: String,
+    /// `apns-topic`.
+    pub topic: String,
+    /// `apns-push-type`.
+    pub push_type: String,
+    /// `apns-priority`.
+    pub priority: String,
+    /// `apns-expiration`, Unix seconds.
+    pub expiration: i64,
+    /// `apns-collapse-id`.
+    pub collapse_id: String,
+    /// The JSON payload.
+    pub payload: Value,
+}
+
+#[derive(Default)]
+struct ApnsShared {
+    received: Mutex<Vec<ApnsReceived>>,
+    rejected: Mutex<Vec<String>>,
+    answers: Mutex<HashMap<String, (u16, &'static str)>>,
+    notify: Notify,
+}
+
+/// APNs on 127.0.0.1, speaking HTTP/2 only (h2c): it verifies each provider token (ES256 with
+/// the public half of the test `.p8` key, `kid`, `iss` = the team, `iat` within the hour), the
+/// `apns-*` headers and the payload's `aps.alert`.
+pub struct FakeApns {
+    /// Base URL.
+    pub url: String,
+    shared: Arc<ApnsShared>,
+    _served: Served,
+}
+
+impl FakeApns {
+    /// Starts the fake on an ephemeral port.
+    pub async fn start() -> FakeApns {
+        let shared = Arc::new(ApnsShared::default());
+        let app = Router::new()
+            .route("/3/device/{token}", post(apns_push))
+            .with_state(shared.clone());
+        let served = serve(app).await;
+        FakeApns {
+            url: served.url.clone(),
+            shared,
+            _served: served,
+        }
+    }
+
+    /// Points the server's APNs settings at this fake.
+    pub fn configure(&self, settings: &mut Settings) {
+        settings.apns_key_file = format!(
+            "{}/tests/fixtures/push/TEST-ONLY-apns-AuthKey.p8",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        settings.apns_key_id = APNS_KEY_ID.into();
+        settings.apns_team_id = APNS_TEAM_ID.into();
+        settings.apns_topic = APNS_TOPIC.into();
+        settings.apns_base_url = self.url.clone();
+    }
+
+    /// From now on, notifications to `token` are answered 410 `Unregistered`.
+    pub fn unregister(&self, token: &str) {
+        lock(&self.shared.answers).insert(token.to_string(), (410, "Unregistered"));
+    }
+
+    /// From now on, notifications to `token` are answered 400 `BadDeviceToken`.
+    pub fn refuse_token(&self, token: &str) {
+        lock(&self.shared.answers).insert(token.to_string(), (400, "BadDeviceToken"));
+    }
+
+    /// Every well-formed notification so far.
+    pub fn received(&self) -> Vec<ApnsReceived> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// Why each refused request was refused.
+    pub fn rejected(&self) -> Vec<String> {
+        lock(&self.shared.rejected).clone()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ApnsClaims {
+    iss: String,
+    iat: u64,
+}
+
+async fn apns_push(
+    State(shared): State<Arc<ApnsShared>>,
+    Path(token): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let refuse = |status: StatusCode, reason: String| {
+        lock(&shared.rejected).push(reason.clone());
+        (status, axum::Json(json!({"reason": reason}))).into_response()
+    };
+    if request.version() != axum::http::Version::HTTP_2 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("HTTP version {:?}", request.version()),
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let bearer = text("authorization");
+    let Some(jwt) = bearer
+        .strip_prefix("bearer ")
+        .or_else(|| bearer.strip_prefix("Bearer "))
+    else {
+        return refuse(StatusCode::FORBIDDEN, "MissingProviderToken".into());
+    };
+    let key = DecodingKey::from_ec_pem(fixture("TEST-ONLY-apns-AuthKey.pub.pem").as_bytes())
+        .expect("the test key's public half");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss"]);
+    let data = match jsonwebtoken::decode::<ApnsClaims>(jwt, &key, &validation) {
+        Ok(data) => data,
+        Err(e) => return refuse(StatusCode::FORBIDDEN, format!("InvalidProviderToken: {e}")),
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    if data.header.kid.as_deref() != Some(APNS_KEY_ID)
+        || data.claims.iss != APNS_TEAM_ID
+        || data.claims.iat > now + 60
+        || now.saturating_sub(data.claims.iat) > 3600
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "InvalidProviderToken: kid {:?} iss {} iat {}",
+                data.header.kid, data.claims.iss, data.claims.iat
+            ),
+        );
+    }
+    if text("apns-topic").is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "MissingTopic".into());
+    }
+    let Ok(expiration) = text("apns-expiration").parse::<i64>() else {
+        return refuse(StatusCode::BAD_REQUEST, "BadExpirationDate".into());
+    };
+    let collapse_id = text("apns-collapse-id");
+    if collapse_id.len() > 64 {
+        return refuse(StatusCode::BAD_REQUEST, "BadCollapseId".into());
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, 4096).await else {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge".into());
+    };
+    let Ok(payload) = serde_json::from_slice::<Value>(&bytes) else {
+        return refuse(StatusCode::BAD_REQUEST, "PayloadEmpty".into());
+    };
+    if !payload["aps"]["alert"]["title"].is_string() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("no aps.alert.title in {payload}"),
+        );
+    }
+    lock(&shared.received).push(ApnsReceived {
+        token: token.clone(),
+        topic: text("apns-topic"),
+        push_type: text("apns-push-type"),
+        priority: text("apns-priority"),
+        expiration,
+        collapse_id,
+        payload,
+    });
+    shared.notify.notify_waiters();
+    if let Some((status, reason)) = lock(&shared.answers).get(&token).copied() {
+        let status = StatusCode::from_u16(status).expect("status");
+        return (
+            status,
+            axum::Json(json!({"reason": reason, "timestamp": now * 1000})),
+        )
+            .into_response();
+    }
+    (
+        StatusCode::OK,
+        [("apns-id", uuid::Uuid::new_v4().to_string())],
+    )
+        .into_response()
+}
