@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 use web_push::{
@@ -454,19 +453,7 @@ async fn deliver(
     if status.is_success() {
         return Ok(());
     }
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let detail: String = response
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect();
+    let (retry_after, detail) = super::native::read_answer(response).await;
     Err(match status {
         StatusCode::NOT_FOUND | StatusCode::GONE => PushError::Gone {
             status: status.as_u16(),

@@ -61,18 +61,23 @@ async fn register(client: &Client, device: &str, body: Value) -> Value {
         .expect(201)
 }
 
+/// A server whose fallback pushes at once, to a fake FCM and a fake APNs.
+async fn with_fakes(backend: Backend) -> Option<(FakeFcm, FakeApns, TestServer)> {
+    let fcm = FakeFcm::start().await;
+    let apns = FakeApns::start().await;
+    let srv = TestServer::start_with(backend, |s| {
+        fcm.configure(s);
+        apns.configure(s);
+        s.alert_push_after_secs = 0;
+    })
+    .await?;
+    Some((fcm, apns, srv))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_fcm_and_apns_phones_each_get_exactly_one_push_for_an_unconfirmed_alert() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let fcm = FakeFcm::start().await;
-        let apns = FakeApns::start().await;
-        let Some(srv) = TestServer::start_with(backend, |s| {
-            fcm.configure(s);
-            apns.configure(s);
-            s.alert_push_after_secs = 0;
-        })
-        .await
-        else {
+        let Some((fcm, apns, srv)) = with_fakes(backend).await else {
             continue;
         };
         let org = srv.org().await;
@@ -186,15 +191,7 @@ async fn sleeping_fcm_and_apns_phones_each_get_exactly_one_push_for_an_unconfirm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_the_services_say_are_gone_are_forgotten() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let fcm = FakeFcm::start().await;
-        let apns = FakeApns::start().await;
-        let Some(srv) = TestServer::start_with(backend, |s| {
-            fcm.configure(s);
-            apns.configure(s);
-            s.alert_push_after_secs = 0;
-        })
-        .await
-        else {
+        let Some((fcm, apns, srv)) = with_fakes(backend).await else {
             continue;
         };
         let org = srv.org().await;

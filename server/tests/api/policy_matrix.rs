@@ -173,6 +173,9 @@ enum Subject {
     FreshCase(bool),
     /// `{id}` is a new crisis channel of A (`false`) or B (`true`) for every attempt.
     FreshChannel(bool),
+    /// `{device_id}` is a native app installation the caller has just registered (a new id
+    /// when the caller cannot register one).
+    OwnDevice,
 }
 
 struct Row {
@@ -411,7 +414,7 @@ fn channel_in(org: i64) -> Value {
 /// One row per route and whose data it touches.
 #[rustfmt::skip]
 fn table(w: &World) -> Vec<Row> {
-    use Subject::{FreshAlert, FreshArea, FreshCase, FreshChannel, FreshRollcall, FreshTemplate, Id, IdRole, Me, Plain, Query};
+    use Subject::{FreshAlert, FreshArea, FreshCase, FreshChannel, FreshRollcall, FreshTemplate, Id, IdRole, Me, OwnDevice, Plain, Query};
     use Payload::{Fix, Nothing, OnFreshSession, OwnCredentials, OwnRefreshToken, Roster};
     let (a, b, a_member, b_member) = (w.a, w.b, w.a_member, w.b_member);
     let phone = || Payload::Json(json!({"phone": "+254 700 000 001"}));
@@ -532,6 +535,11 @@ fn table(w: &World) -> Vec<Row> {
         row(POST,   "/api/v1/push/subscriptions", "own, a new browser", Plain, Payload::NewPushSubscription, SIGNED_IN, 201),
         row(DELETE, "/api/v1/push/subscriptions", "own", Plain,
             Payload::Json(json!({"endpoint": "https://push.example.invalid/never-registered"})), SIGNED_IN, 204),
+        // Native apps: everyone signed in registers, lists and removes their own installations.
+        row(GET,    "/api/v1/me/devices", "own", Plain, Nothing, SIGNED_IN, 200),
+        row(PUT,    "/api/v1/me/devices/{device_id}", "own, known", OwnDevice,
+            Payload::Json(json!({"platform": "apns", "token": "ab".repeat(32)})), SIGNED_IN, 200),
+        row(DELETE, "/api/v1/me/devices/{device_id}", "own", OwnDevice, Nothing, SIGNED_IN, 204),
         // Alerts: advisers send within their organisation, a system admin anywhere; the
         // organisation's operators, advisers and org admins follow them, oversight sees all.
         row(POST,   "/api/v1/alerts",          "A", Plain, Payload::Json(alert_to(a)), A_ADVISERS, 201),
@@ -550,6 +558,7 @@ fn table(w: &World) -> Vec<Row> {
         row(POST,   "/api/v1/alerts/{id}/receipt", "own copy", Id(w.a_alert),
             Payload::Json(json!({"state": "read"})), SIGNED_IN, 204),
         row(GET,    "/api/v1/me/alerts",       "own inbox", Plain, Nothing, SIGNED_IN, 200),
+        row(GET,    "/api/v1/me/alert-areas",  "own alerts in force", Plain, Nothing, SIGNED_IN, 200),
         row(GET,    "/api/v1/alert-templates", "own organisation", Plain, Nothing, A_PERSONNEL_READERS, 200),
         row(POST,   "/api/v1/alert-templates", "own organisation", Plain, Payload::NewTemplate, A_ADVISERS, 201),
         row(PUT,    "/api/v1/alert-templates/{id}", "A's", Id(w.a_template), Payload::NewTemplate, A_ADVISERS, 200),
@@ -633,6 +642,18 @@ async fn path_for(w: &World, row: &Row, caller: &Caller) -> String {
         Subject::Query(query) => return format!("{}{query}", row.route),
         Subject::Id(id) | Subject::IdRole(id, _) => *id,
         Subject::Me => caller.client.user_id,
+        Subject::OwnDevice => {
+            let device = unique("device-");
+            // Whoever may not register one (nobody signed in) meets the route with a new id.
+            let _ = caller
+                .client
+                .put(
+                    &format!("/api/v1/me/devices/{device}"),
+                    json!({"platform": "fcm", "token": unique("matrix-token-")}),
+                )
+                .await;
+            return row.route.replace("{device_id}", &device);
+        }
         Subject::FreshArea(owner) => draw_area(&w.system_admin, *owner).await,
         Subject::FreshAlert(of_b) => {
             send_alert(
