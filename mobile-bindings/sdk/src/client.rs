@@ -28,6 +28,8 @@ use crate::{Event, SdkError};
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Items sent per round while draining the outbox.
 const DRAIN_BATCH: i64 = 64;
+/// How long a request the server could not take now holds the outbox before it is tried again.
+const REQUEST_RETRY: Duration = Duration::from_secs(5);
 
 /// The tokens of a signed-in session.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -278,6 +280,63 @@ impl Client {
         Ok(client_id)
     }
 
+    /// Answers a roll-call for the person (`dependant_id`: for one of their dependants) with
+    /// `status` (`safe`, `need_help`); kept in the outbox until the server has it, so an answer
+    /// given offline arrives on reconnect.
+    pub async fn answer_rollcall(
+        &self,
+        rollcall_id: i64,
+        status: &str,
+        note: Option<&str>,
+        dependant_id: Option<i64>,
+    ) -> Result<(), SdkError> {
+        let request = serde_json::json!({
+            "path": format!("/api/v1/rollcalls/{rollcall_id}/answer"),
+            "body": {"status": status, "note": note, "dependant_id": dependant_id},
+        });
+        self.inner
+            .store
+            .push(ItemKind::Request, &request.to_string(), now_ms())
+            .await?;
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Sends a queued request: `Ok(true)` done, `Ok(false)` refused for what it is (dropped),
+    /// `Err` to try again later.
+    async fn send_request(&self, item: &crate::store::Item) -> Result<bool, SdkError> {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            path: String,
+            body: serde_json::Value,
+        }
+        let request: Request = serde_json::from_str(&item.body)
+            .map_err(|e| SdkError::Protocol(format!("outbox item {}: {e}", item.id)))?;
+        let url = format!("{}{}", self.inner.base, request.path);
+        let attempt = async |token: String| {
+            let sent = self
+                .inner
+                .http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&request.body)
+                .send()
+                .await
+                .map_err(|e| SdkError::Network(e.to_string()))?;
+            Ok::<_, SdkError>(sent.status().as_u16())
+        };
+        let mut status = attempt(self.access_token().await?).await?;
+        if status == 401 {
+            status = attempt(self.refresh().await?).await?;
+        }
+        match status {
+            200..=299 => Ok(true),
+            // Too early, too many, or the server's own trouble: the same request can succeed.
+            408 | 425 | 429 | 500.. => Err(SdkError::Network(format!("HTTP {status}; retrying"))),
+            _ => Ok(false),
+        }
+    }
+
     async fn queue(&self, msg: ClientMessage) -> Result<(), SdkError> {
         let body = serde_json::to_string(&msg).map_err(|e| SdkError::Protocol(e.to_string()))?;
         self.inner
@@ -384,15 +443,36 @@ impl Client {
         self.hand_over().await?;
         let mut ping = tokio::time::interval(Duration::from_secs(heartbeat));
         let mut in_flight: Vec<i64> = Vec::new();
+        // A request that failed for now holds the outbox (in order) until this instant.
+        let mut held_until: Option<tokio::time::Instant> = None;
         loop {
-            if in_flight.is_empty() {
+            if in_flight.is_empty() && held_until.is_none() {
                 for item in store.next(DRAIN_BATCH).await? {
+                    if item.kind == "request" {
+                        match self.send_request(&item).await {
+                            Ok(true) => store.done(item.id).await?,
+                            Ok(false) => {
+                                store.done(item.id).await?;
+                                self.emit(Event::Refused {
+                                    reason: format!("request {} refused", item.id),
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "outbox request held");
+                                held_until = Some(tokio::time::Instant::now() + REQUEST_RETRY);
+                                break;
+                            }
+                        }
+                        continue;
+                    }
                     let msg = outbox_message(&item)?;
                     send(&mut socket, &msg).await?;
                     in_flight.push(item.id);
                 }
             }
+            let hold = held_until.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
+                () = tokio::time::sleep_until(hold), if held_until.is_some() => held_until = None,
                 () = self.inner.outbox.notified() => {}
                 _ = ping.tick() => send(&mut socket, &ClientMessage::Ping { reference: None }).await?,
                 frame = socket.next() => {

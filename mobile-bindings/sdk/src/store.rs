@@ -41,6 +41,9 @@ pub enum ItemKind {
     Fix,
     /// Any other client message (receipt, chat, …).
     Message,
+    /// An HTTP request (`{"path": …, "body": …}`, POSTed), for what the socket does not carry
+    /// (roll-call answers).
+    Request,
 }
 
 impl ItemKind {
@@ -48,6 +51,7 @@ impl ItemKind {
         match self {
             ItemKind::Fix => "fix",
             ItemKind::Message => "message",
+            ItemKind::Request => "request",
         }
     }
 }
@@ -177,9 +181,9 @@ impl Store {
         made_at: i64,
     ) -> Result<(i64, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
-        if kind == ItemKind::Message {
+        if kind != ItemKind::Fix {
             let waiting: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'message'")
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind <> 'fix'")
                     .fetch_one(&mut *tx)
                     .await?;
             if waiting >= MAX_OTHER {

@@ -434,6 +434,57 @@ async fn an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice(srv: Serve
     let _ = task.await;
 }
 
+async fn a_rollcall_answered_offline_is_counted_on_reconnect(srv: Server) {
+    let org = srv.org().await;
+    let operator = {
+        let (_, email) = srv.person(org, Role::Operator).await;
+        srv.login(&email).await
+    };
+    let (_, email) = srv.person(org, Role::Staff).await;
+    let dir = tempfile::tempdir().expect("phone dir");
+    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
+        .await
+        .expect("open");
+    phone.login(&email, PASSWORD).await.expect("login");
+    let mut events = phone.events();
+    let task = phone.start();
+    let rc = operator
+        .post(
+            "/rollcalls",
+            json!({"title": "Explosion near the market", "target": {"roles": ["staff"]}}),
+        )
+        .await;
+    let id = rc["id"].as_i64().expect("id");
+    assert_eq!(
+        next_message(&mut events, "rollcall").await["rollcall_id"],
+        id
+    );
+    // The network drops before the person answers.
+    phone.stop();
+    let _ = task.await;
+    phone
+        .answer_rollcall(id, "need_help", Some("hurt leg, in the clinic"), None)
+        .await
+        .expect("queued");
+    // A roll-call that does not exist is refused and dropped, and holds nothing up behind it.
+    phone
+        .answer_rollcall(id + 1_000, "safe", None, None)
+        .await
+        .expect("queued");
+    assert_eq!(phone.pending().await.expect("pending"), (0, 2));
+    let board = operator.get(&format!("/rollcalls/{id}")).await;
+    assert_eq!(board["board"]["need_help"], 0, "{board}");
+    let task = phone.start();
+    eventually("the answers left the outbox", async || {
+        (phone.pending().await.ok() == Some((0, 0))).then_some(())
+    })
+    .await;
+    let board = operator.get(&format!("/rollcalls/{id}")).await;
+    assert_eq!(board["board"]["need_help"], 1, "{board}");
+    phone.stop();
+    let _ = task.await;
+}
+
 macro_rules! on_both {
     ($($name:ident),*) => {$(
         mod $name {
@@ -453,6 +504,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    a_rollcall_answered_offline_is_counted_on_reconnect,
     an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice,
     a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_and_acknowledges,
     a_location_less_phone_decides_on_the_device_and_its_positions_never_leave_it
