@@ -135,8 +135,25 @@ impl Server {
 
     /// An adviser's token, over plain HTTP as the console would.
     async fn adviser(&self, org: i64) -> Adviser {
-        let (_, email) = self.person(org, Role::Adviser).await;
+        self.console(org, Role::Adviser).await
+    }
+
+    /// A new person of `org` with `role`, signed in at a console.
+    async fn console(&self, org: i64, role: Role) -> Adviser {
+        let (_, email) = self.person(org, role).await;
         self.login(&email).await
+    }
+
+    /// A new staff member of `org` and their phone, signed in, not yet connected; the phone's
+    /// storage lives as long as the directory returned with it.
+    async fn phone(&self, org: i64) -> (i64, tempfile::TempDir, Client) {
+        let (user_id, email) = self.person(org, Role::Staff).await;
+        let dir = tempfile::tempdir().expect("phone dir");
+        let phone = Client::open(&self.url, &dir.path().join("phone.db"))
+            .await
+            .expect("open");
+        phone.login(&email, PASSWORD).await.expect("login");
+        (user_id, dir, phone)
     }
 
     /// Someone's console, signed in over plain HTTP.
@@ -325,12 +342,7 @@ async fn a_location_less_phone_decides_on_the_device_and_its_positions_never_lea
     let region = adviser.post("/areas", square(20.0)).await["id"]
         .as_i64()
         .expect("area");
-    let (user_id, email) = srv.person(org, Role::Staff).await;
-    let dir = tempfile::tempdir().expect("phone dir");
-    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
-        .await
-        .expect("open");
-    phone.login(&email, PASSWORD).await.expect("login");
+    let (user_id, _dir, phone) = srv.phone(org).await;
     phone.set_location_less(true).await.expect("location-less");
     phone.follow_areas(&[region]).await.expect("follow");
     let mut events = phone.events();
@@ -379,16 +391,8 @@ async fn a_location_less_phone_decides_on_the_device_and_its_positions_never_lea
 
 async fn an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice(srv: Server) {
     let org = srv.org().await;
-    let operator = {
-        let (_, email) = srv.person(org, Role::Operator).await;
-        srv.login(&email).await
-    };
-    let (_, email) = srv.person(org, Role::Staff).await;
-    let dir = tempfile::tempdir().expect("phone dir");
-    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
-        .await
-        .expect("open");
-    phone.login(&email, PASSWORD).await.expect("login");
+    let operator = srv.console(org, Role::Operator).await;
+    let (_, _dir, phone) = srv.phone(org).await;
     let task = phone.start();
     let case = phone
         .press_sos(Some("car stopped at a roadblock"), None, false)
@@ -436,16 +440,8 @@ async fn an_sos_and_its_chat_survive_a_network_cut_with_nothing_twice(srv: Serve
 
 async fn a_rollcall_answered_offline_is_counted_on_reconnect(srv: Server) {
     let org = srv.org().await;
-    let operator = {
-        let (_, email) = srv.person(org, Role::Operator).await;
-        srv.login(&email).await
-    };
-    let (_, email) = srv.person(org, Role::Staff).await;
-    let dir = tempfile::tempdir().expect("phone dir");
-    let phone = Client::open(&srv.url, &dir.path().join("phone.db"))
-        .await
-        .expect("open");
-    phone.login(&email, PASSWORD).await.expect("login");
+    let operator = srv.console(org, Role::Operator).await;
+    let (_, _dir, phone) = srv.phone(org).await;
     let mut events = phone.events();
     let task = phone.start();
     let rc = operator
