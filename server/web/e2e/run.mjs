@@ -731,8 +731,20 @@ story('an operator starts a roll-call; a phone answers safe; the board shows it 
   await page.locator('[data-testid=tile-safe] strong', { hasText: /^[1-9]/ }).waitFor();
   const row = page.locator('[data-testid=rollcall-people] tr', { hasText: 'Rollcall Answerer' });
   await row.locator('.status-safe').waitFor();
-  await row.locator('button.link').click();
-  await page.locator('[data-testid=person-detail]', { hasText: 'At the guesthouse' }).waitFor();
+  // A live board update re-renders the people table; a click that lands as the row is being
+  // replaced opens the person as the older row had them. Open them again until the detail
+  // shows the answer (the note must appear; the loop only survives a replaced row).
+  const detail = page.locator('[data-testid=person-detail]', { hasText: 'At the guesthouse' });
+  for (let attempt = 1; ; attempt += 1) {
+    await row.locator('button.link').click();
+    try {
+      await detail.waitFor({ timeout: 10000 });
+      break;
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      await page.keyboard.press('Escape');
+    }
+  }
   await page.keyboard.press('Escape');
 
   // From the keyboard too: Tab to a name, Enter opens it.
