@@ -17,13 +17,17 @@ use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use vigil_protocol::{
-    AlertAreas, AlertReceiptState, ClientMessage, ErrorCode, Fix, ServerMessage, StreamMessage,
+    AlertAreas, AlertReceiptState, ClientMessage, ErrorCode, Fix, MessageKind, ServerMessage,
+    StreamMessage,
 };
 
 use crate::address::{Problem, server_base_url};
+use crate::on_device::OnDevice;
 use crate::store::{ItemKind, Store};
-use crate::{Event, SdkError};
+use crate::{Event, SdkError, TokenKeeper};
 
+/// The store's key for the refresh token when the app keeps none itself.
+const REFRESH_TOKEN: &str = "refresh_token";
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Items sent per round while draining the outbox.
@@ -39,7 +43,7 @@ struct Tokens {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     base: String,
     http: reqwest::Client,
     store: Store,
@@ -49,31 +53,48 @@ struct Inner {
     outbox: Notify,
     /// Ends the running connection task; each start has its own.
     stop: Mutex<CancellationToken>,
+    /// The app's keeper of the refresh token; `None`: the store keeps it.
+    keeper: Option<Arc<dyn TokenKeeper>>,
+    /// The phone's own geofencing state.
+    pub(crate) on_device: Mutex<OnDevice>,
+    /// One hand-over at a time, so that the app never gets a message twice.
+    handing: tokio::sync::Mutex<()>,
 }
 
 /// A phone's Vigil client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Client {
     /// A client of the server at `server` (HTTPS, or HTTP to this device) keeping its state in
     /// the SQLite file `db_path`.
     pub async fn open(server: &str, db_path: &Path) -> Result<Client, SdkError> {
+        Self::open_with(server, db_path, None).await
+    }
+
+    /// As [`Client::open`], with the refresh token kept by the app's `keeper` (Keychain,
+    /// Keystore) instead of the SDK's file.
+    pub async fn open_with(
+        server: &str,
+        db_path: &Path,
+        keeper: Option<Arc<dyn TokenKeeper>>,
+    ) -> Result<Client, SdkError> {
         let base = server_base_url(server)?;
         let store = Store::open(db_path).await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| SdkError::Network(e.to_string()))?;
-        let tokens = store
-            .get("refresh_token")
-            .await?
-            .map(|refresh_token| Tokens {
-                access_token: String::new(),
-                refresh_token,
-            });
+        let kept = match &keeper {
+            Some(k) => k.load().map_err(SdkError::Secrets)?,
+            None => store.get(REFRESH_TOKEN).await?,
+        };
+        let tokens = kept.map(|refresh_token| Tokens {
+            access_token: String::new(),
+            refresh_token,
+        });
         let (events, _) = broadcast::channel(1024);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -84,6 +105,9 @@ impl Client {
                 events,
                 outbox: Notify::new(),
                 stop: Mutex::new(CancellationToken::new()),
+                keeper,
+                on_device: Mutex::new(OnDevice::default()),
+                handing: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -101,12 +125,28 @@ impl Client {
     }
 
     async fn keep(&self, tokens: Tokens) -> Result<(), SdkError> {
-        self.inner
-            .store
-            .set("refresh_token", &tokens.refresh_token)
-            .await?;
+        match &self.inner.keeper {
+            Some(k) => k
+                .save(Some(&tokens.refresh_token))
+                .map_err(SdkError::Secrets)?,
+            None => {
+                self.inner
+                    .store
+                    .set(REFRESH_TOKEN, &tokens.refresh_token)
+                    .await?;
+            }
+        }
         *self.lock_tokens() = Some(tokens);
         Ok(())
+    }
+
+    /// Forgets the session (the server ended it): the next start needs a sign-in.
+    async fn forget(&self) -> Result<(), SdkError> {
+        *self.lock_tokens() = None;
+        match &self.inner.keeper {
+            Some(k) => k.save(None).map_err(SdkError::Secrets),
+            None => Ok(self.inner.store.unset(REFRESH_TOKEN).await?),
+        }
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, Option<Tokens>> {
@@ -126,7 +166,7 @@ impl Client {
         let body = serde_json::json!({"refresh_token": refresh});
         let tokens: Tokens = match self.post_json("/api/v1/auth/refresh", &body, None).await {
             Err(SdkError::Server(p)) if p.needs_login() => {
-                *self.lock_tokens() = None;
+                self.forget().await?;
                 return Err(SdkError::SignedOut);
             }
             other => other?,
@@ -253,6 +293,7 @@ impl Client {
             self.emit(Event::FixesDropped { count: dropped });
         }
         self.inner.outbox.notify_one();
+        self.device_moved(fix.lat, fix.lon);
         Ok(())
     }
 
@@ -373,7 +414,7 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         // Nobody listening is fine: the stream stays in the store.
         let _ = self.inner.events.send(event);
     }
@@ -440,6 +481,7 @@ impl Client {
             }
         };
         self.emit(Event::Connected);
+        self.places_changed();
         self.hand_over().await?;
         let mut ping = tokio::time::interval(Duration::from_secs(heartbeat));
         let mut in_flight: Vec<i64> = Vec::new();
@@ -504,12 +546,13 @@ impl Client {
         match msg {
             ServerMessage::Message(m) => {
                 let payload = m.payload.to_string();
-                let kind = serde_json::to_value(m.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| "unknown".into());
-                store.receive(m.seq, &kind, &payload, m.at.0).await?;
+                store
+                    .receive(m.seq, m.kind.as_str(), &payload, m.at.0)
+                    .await?;
                 self.hand_over().await?;
+                if matches!(m.kind, MessageKind::Alert | MessageKind::AlertCancelled) {
+                    self.places_changed();
+                }
             }
             ServerMessage::Ack { reference, .. } | ServerMessage::ChatAck { reference, .. } => {
                 if let Some(id) = item_id(reference.as_deref()) {
@@ -549,21 +592,61 @@ impl Client {
         Ok(())
     }
 
-    /// Hands the app every stored message it has not had, in order.
-    async fn hand_over(&self) -> Result<(), SdkError> {
+    /// The person's alerts may have changed: fetch their places again, in the background (a
+    /// failure is logged; the next connect or alert tries again).
+    fn places_changed(&self) {
+        let client = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.refresh_places().await {
+                tracing::warn!(error = %e, "alert places not refreshed");
+            }
+        });
+    }
+
+    /// Hands the app every stored message it has not had, in order. Nothing is handed while
+    /// nobody listens: the messages wait in the store for the app's first listener.
+    pub async fn catch_up(&self) -> Result<(), SdkError> {
+        let _one = self.inner.handing.lock().await;
+        if self.inner.events.receiver_count() == 0 {
+            return Ok(());
+        }
         let store = &self.inner.store;
         for (seq, kind, payload, at) in store.unhanded().await? {
-            let message = StreamMessage {
-                seq,
-                kind: serde_json::from_value(serde_json::Value::String(kind))
-                    .unwrap_or(vigil_protocol::MessageKind::Unknown),
-                at: vigil_protocol::Timestamp(at),
-                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-            };
-            self.emit(Event::Message(message));
+            self.emit(Event::Message(stream_message(seq, &kind, &payload, at)));
             store.set_handed(seq).await?;
         }
         Ok(())
+    }
+
+    async fn hand_over(&self) -> Result<(), SdkError> {
+        self.catch_up().await
+    }
+
+    /// The stored messages of the person's stream after `after_seq` (at most `limit`), in
+    /// order: for an app that lost track (it crashed while handling one, or fell behind) to
+    /// read again what the phone holds.
+    pub async fn stored_messages(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StreamMessage>, SdkError> {
+        Ok(self
+            .inner
+            .store
+            .messages_after(after_seq, limit)
+            .await?
+            .into_iter()
+            .map(|(seq, kind, payload, at)| stream_message(seq, &kind, &payload, at))
+            .collect())
+    }
+}
+
+fn stream_message(seq: i64, kind: &str, payload: &str, at: i64) -> StreamMessage {
+    StreamMessage {
+        seq,
+        kind: MessageKind::from_name(kind),
+        at: vigil_protocol::Timestamp(at),
+        payload: serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
     }
 }
 
@@ -658,7 +741,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| SdkError::Protocol(e.to_string()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     vigil_protocol::Timestamp::now().0
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use vigil_geofences::{Area, AreaIndex, AreaKind, Shape};
+use vigil_geofences::{Area, AreaIndex, AreaKind, Shape, ShapeGeometry};
 use vigil_protocol::{AlertAreas, Timestamp};
 
 /// Regions iOS monitors for one app at most.
@@ -121,8 +121,21 @@ impl AlertPlaces {
 
     /// Where the fix at (`lat`, `lon`) stands with every alert in force at `now_ms`.
     pub fn placements(&self, lat: f64, lon: f64, now_ms: i64) -> BTreeMap<i64, Placement> {
-        let mut out: BTreeMap<i64, Placement> = self
-            .alerts
+        let mut out = self.in_force(now_ms);
+        for entry in self.index.containing(lon, lat, now_ms) {
+            if let Some(alert) = self.owner.get(&entry)
+                && let Some(p) = out.get_mut(alert)
+            {
+                *p = Placement::Inside;
+            }
+        }
+        out
+    }
+
+    /// Every alert in force at `now_ms`, for a phone whose position is not known: those sent to
+    /// places are [`Placement::InRegion`], the others [`Placement::Everywhere`].
+    pub fn in_force(&self, now_ms: i64) -> BTreeMap<i64, Placement> {
+        self.alerts
             .iter()
             .filter(|(_, (expires, _))| expires.0 > now_ms)
             .map(|(id, (_, spatial))| {
@@ -133,15 +146,7 @@ impl AlertPlaces {
                 };
                 (*id, p)
             })
-            .collect();
-        for entry in self.index.containing(lon, lat, now_ms) {
-            if let Some(alert) = self.owner.get(&entry)
-                && let Some(p) = out.get_mut(alert)
-            {
-                *p = Placement::Inside;
-            }
-        }
-        out
+            .collect()
     }
 
     /// The alerts whose places hold the fix: the cheap question asked on every fix.
@@ -185,6 +190,10 @@ impl AlertPlaces {
 
 /// A circle holding the shape: its bounding boxes' centre and the farthest corner.
 fn bounding_circle(shape: &Shape) -> Option<(f64, f64, f64)> {
+    // A circle is its own tightest bound: the OS then wakes the app at the real border.
+    if let ShapeGeometry::Circle { lon, lat, radius_m } = shape.geometry() {
+        return Some((*lat, *lon, *radius_m));
+    }
     let boxes = shape.bounding_boxes();
     let (mut west, mut south, mut east, mut north) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
     for [w, s, e, n] in &boxes {

@@ -12,6 +12,7 @@
 pub mod address;
 mod client;
 pub mod geofence;
+mod on_device;
 pub mod store;
 
 pub use address::{AddressError, Problem, ProblemIssue, server_base_url};
@@ -43,6 +44,23 @@ pub enum Event {
         /// How many.
         count: u64,
     },
+    /// Where the phone stands with an alert changed, decided on the phone (`None`: the alert
+    /// no longer applies — cancelled or expired).
+    Placement {
+        /// The alert.
+        alert_id: i64,
+        /// Inside its place, only in the region, or everywhere.
+        placement: Option<Placement>,
+    },
+}
+
+/// Where the session's refresh token lives between app starts: the app's Keychain (iOS) or
+/// Keystore-backed storage (Android). Without one, the token is kept in the SDK's SQLite file.
+pub trait TokenKeeper: Send + Sync + std::fmt::Debug {
+    /// The kept refresh token, if any.
+    fn load(&self) -> Result<Option<String>, String>;
+    /// Keeps `token`, or forgets the kept one (`None`: signed out).
+    fn save(&self, token: Option<&str>) -> Result<(), String>;
 }
 
 /// Every error the SDK gives the app.
@@ -66,4 +84,10 @@ pub enum SdkError {
     /// The server sent something this SDK cannot read.
     #[error("unreadable server answer: {0}")]
     Protocol(String),
+    /// An alert's place could not be used for on-device geofencing.
+    #[error(transparent)]
+    Place(#[from] geofence::PlaceError),
+    /// The app's token keeper failed.
+    #[error("token keeping: {0}")]
+    Secrets(String),
 }

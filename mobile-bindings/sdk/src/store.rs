@@ -119,6 +119,30 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a setting.
+    pub async fn unset(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM kv WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stored stream messages after `seq`, in order, at most `limit`.
+    pub async fn messages_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, kind, payload, at FROM inbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The highest stream number received (stored), 0 at first.
     pub async fn last_seq(&self) -> Result<i64, StoreError> {
         Ok(

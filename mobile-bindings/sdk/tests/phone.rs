@@ -1,224 +1,13 @@
 //! The SDK as a phone uses it, against the real server on an ephemeral port (SQLite, and
 //! PostgreSQL when `VIGIL_TEST_POSTGRES_URL` is set).
 
-use std::time::Duration;
+mod support;
 
 use serde_json::{Value, json};
+use support::{PASSWORD, PATIENCE, Server, alert, eventually, square};
 use tokio::sync::broadcast;
 use vigil_sdk::{AlertPlaces, AlertReceiptState, Client, Event, Fix, Placement, Timestamp};
-use vigil_server::Settings;
 use vigil_server::policy::Role;
-use vigil_server::users::NewPerson;
-
-const PASSWORD: &str = "correct horse battery staple";
-/// Long enough for a loaded machine; every wait ends as soon as what it waits for happened.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Server {
-    url: String,
-    state: vigil_server::AppState,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    pg: Option<(String, String)>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = self.pg.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async {
-                        use sqlx::Connection;
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut c)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
-}
-
-/// Starts the server; `None` (loudly, or failing under `VIGIL_TEST_REQUIRE_ALL=1`) when
-/// PostgreSQL is asked for and not configured.
-async fn server(postgres: bool) -> Option<Server> {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut settings = Settings {
-        database_url: format!("sqlite://{}/vigil.db", dir.path().display()),
-        ..Settings::default()
-    };
-    let mut pg = None;
-    if postgres {
-        let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("VIGIL_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-                "the PostgreSQL variant must run (VIGIL_TEST_REQUIRE_ALL=1)"
-            );
-            eprintln!(
-                "\n*** SKIPPED the PostgreSQL variant: VIGIL_TEST_POSTGRES_URL is not set ***\n"
-            );
-            return None;
-        };
-        use sqlx::Connection;
-        let name = format!("vigil_sdk_{}_{}", std::process::id(), rand_suffix());
-        let mut c = sqlx::PgConnection::connect(&admin).await.expect("connect");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .expect("create database");
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(b, _)| b)
-            .to_string();
-        settings.database_url = format!("{base}/{name}");
-        settings.db_max_connections = 5;
-        pg = Some((admin, name));
-    }
-    let state = vigil_server::start(settings).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = state.clone();
-    tokio::spawn(async move {
-        let _ = vigil_server::serve(serving, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    Some(Server {
-        url,
-        state,
-        _dir: dir,
-        _stop: stop,
-        pg,
-    })
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-impl Server {
-    async fn person(&self, org: i64, role: Role) -> (i64, String) {
-        let email = format!("p{}x{}@test.example", std::process::id(), rand_suffix());
-        let person = NewPerson {
-            email: email.clone(),
-            name: format!("Test {email}"),
-            password: Some(PASSWORD.into()),
-            roles: vec![role],
-            ..NewPerson::default()
-        };
-        let id = vigil_server::users::create_person(&self.state.db, org, person, None)
-            .await
-            .expect("person");
-        (id, email)
-    }
-
-    async fn org(&self) -> i64 {
-        let name = format!("O{}x{}", std::process::id(), rand_suffix());
-        vigil_server::orgs::find_or_create(&self.state.db, &name, None)
-            .await
-            .expect("org")
-    }
-
-    /// An adviser's token, over plain HTTP as the console would.
-    async fn adviser(&self, org: i64) -> Adviser {
-        self.console(org, Role::Adviser).await
-    }
-
-    /// A new person of `org` with `role`, signed in at a console.
-    async fn console(&self, org: i64, role: Role) -> Adviser {
-        let (_, email) = self.person(org, role).await;
-        self.login(&email).await
-    }
-
-    /// A new staff member of `org` and their phone, signed in, not yet connected; the phone's
-    /// storage lives as long as the directory returned with it.
-    async fn phone(&self, org: i64) -> (i64, tempfile::TempDir, Client) {
-        let (user_id, email) = self.person(org, Role::Staff).await;
-        let dir = tempfile::tempdir().expect("phone dir");
-        let phone = Client::open(&self.url, &dir.path().join("phone.db"))
-            .await
-            .expect("open");
-        phone.login(&email, PASSWORD).await.expect("login");
-        (user_id, dir, phone)
-    }
-
-    /// Someone's console, signed in over plain HTTP.
-    async fn login(&self, email: &str) -> Adviser {
-        let http = reqwest::Client::new();
-        let tokens: Value = http
-            .post(format!("{}/api/v1/auth/login", self.url))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("tokens");
-        Adviser {
-            http,
-            url: self.url.clone(),
-            token: tokens["access_token"].as_str().expect("token").into(),
-        }
-    }
-}
-
-struct Adviser {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Adviser {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.expect("json")
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-}
-
-fn square(lon0: f64) -> Value {
-    json!({"type": "Feature", "properties": {"name": "Market", "security_level": 4},
-        "geometry": {"type": "Polygon", "coordinates": [[[lon0, 0.0], [lon0 + 1.0, 0.0], [lon0 + 1.0, 1.0], [lon0, 1.0], [lon0, 0.0]]]}})
-}
-
-fn alert(target: Value) -> Value {
-    json!({"translations": {"en": {"title": "Shelter in place", "body": "Gunfire near the market."},
-        "ar": {"title": "ابقوا في أماكنكم", "body": "إطلاق نار قرب السوق."}},
-        "severity": "severe", "target": target})
-}
 
 fn fix(lat: f64, lon: f64, ms_ago: i64) -> Fix {
     Fix {
@@ -245,21 +34,6 @@ async fn next_message(events: &mut broadcast::Receiver<Event>, kind: &str) -> Va
     tokio::time::timeout(PATIENCE, wait)
         .await
         .expect("the message came")
-}
-
-/// Polls `check` until it answers (each try is cheap), for up to [`PATIENCE`].
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_and_acknowledges(
@@ -486,12 +260,12 @@ macro_rules! on_both {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(super::server(false).await.expect("SQLite")).await;
+                super::$name(crate::support::server(false).await.expect("SQLite")).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(srv) = super::server(true).await {
+                if let Some(srv) = crate::support::server(true).await {
                     super::$name(srv).await;
                 }
             }
