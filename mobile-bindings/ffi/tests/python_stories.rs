@@ -19,19 +19,18 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The library cargo built beside this test (`target/<profile>/libvigil_ffi.so`).
+/// The library cargo built for this test run (`target/<profile>/deps/libvigil_ffi.so`: a
+/// library a test depends on is not copied up to `target/<profile>`, so one found there may be
+/// stale).
 fn library() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let deps = exe.parent().expect("target/<profile>/deps");
     let name = format!(
         "{}vigil_ffi{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    let lib = profile_dir.join(name);
+    let lib = deps.join(name);
     assert!(lib.exists(), "{} was not built", lib.display());
     lib
 }
