@@ -482,7 +482,7 @@ impl Client {
         };
         self.emit(Event::Connected);
         self.places_changed();
-        self.hand_over().await?;
+        self.catch_up().await?;
         let mut ping = tokio::time::interval(Duration::from_secs(heartbeat));
         let mut in_flight: Vec<i64> = Vec::new();
         // A request that failed for now holds the outbox (in order) until this instant.
@@ -549,7 +549,7 @@ impl Client {
                 store
                     .receive(m.seq, m.kind.as_str(), &payload, m.at.0)
                     .await?;
-                self.hand_over().await?;
+                self.catch_up().await?;
                 if matches!(m.kind, MessageKind::Alert | MessageKind::AlertCancelled) {
                     self.places_changed();
                 }
@@ -616,10 +616,6 @@ impl Client {
             store.set_handed(seq).await?;
         }
         Ok(())
-    }
-
-    async fn hand_over(&self) -> Result<(), SdkError> {
-        self.catch_up().await
     }
 
     /// The stored messages of the person's stream after `after_seq` (at most `limit`), in

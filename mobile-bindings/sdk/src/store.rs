@@ -188,13 +188,7 @@ impl Store {
 
     /// Stream messages stored but not yet handed to the app, in order.
     pub async fn unhanded(&self) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
-        let handed = self.handed().await?;
-        Ok(
-            sqlx::query_as("SELECT seq, kind, payload, at FROM inbox WHERE seq > $1 ORDER BY seq")
-                .bind(handed)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        self.messages_after(self.handed().await?, i64::MAX).await
     }
 
     /// Queues an item; returns its id and how many old fixes were dropped to make room.
