@@ -394,19 +394,35 @@ async fn fetch_row(db: &Db, id: i64) -> AppResult<AreaRow> {
     row.ok_or_else(|| AppError::NotFound(format!("area {id} does not exist")))
 }
 
+/// A GeoJSON answer, served as `application/geo+json` (RFC 7946) as the document says.
+#[derive(Debug)]
+pub struct GeoJson<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for GeoJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = axum::Json(self.0).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/geo+json"),
+        );
+        response
+    }
+}
+
 /// Every area, as a GeoJSON FeatureCollection.
 #[utoipa::path(get, path = "/areas", tag = "areas", security(("bearer" = [])), params(AreaQuery),
-    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json", body = Object)))]
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json", body = Object),
+              (status = 403, description = "may not see areas")))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<AreaQuery>,
-) -> AppResult<Json<FeatureCollection>> {
+) -> AppResult<GeoJson<FeatureCollection>> {
     authorize(&actor, Action::ViewAreas)?;
     let rows: Vec<AreaRow> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {AREA_COLUMNS} FROM areas WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id")))
         .bind(q.kind.as_deref()).bind(q.org_id).fetch_all(pool).await?);
-    Ok(Json(FeatureCollection {
+    Ok(GeoJson(FeatureCollection {
         bbox: None,
         features: rows.iter().map(to_feature).collect(),
         foreign_members: None,
@@ -415,25 +431,27 @@ async fn list(
 
 /// One area as a GeoJSON Feature.
 #[utoipa::path(get, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 200, description = "GeoJSON Feature", body = Object), (status = 404, description = "no such area")))]
+    responses((status = 200, description = "GeoJSON Feature", content_type = "application/geo+json", body = Object),
+              (status = 403, description = "may not see areas"), (status = 404, description = "no such area")))]
 async fn get_one(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-) -> AppResult<Json<Feature>> {
+) -> AppResult<GeoJson<Feature>> {
     authorize(&actor, Action::ViewAreas)?;
-    Ok(Json(to_feature(&fetch_row(&state.db, id).await?)))
+    Ok(GeoJson(to_feature(&fetch_row(&state.db, id).await?)))
 }
 
 /// Draw a new area (GeoJSON Feature).
 #[utoipa::path(post, path = "/areas", tag = "areas", security(("bearer" = [])),
     request_body(content = Object, description = "GeoJSON Feature", content_type = "application/json"),
-    responses((status = 201, description = "the stored Feature", body = Object), (status = 422, description = "invalid geometry or property")))]
+    responses((status = 201, description = "the stored Feature", content_type = "application/geo+json", body = Object),
+              (status = 403, description = "may not draw areas for this organisation"), (status = 422, description = "invalid geometry or property")))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,
     Json(feature): Json<Feature>,
-) -> AppResult<(StatusCode, Json<Feature>)> {
+) -> AppResult<(StatusCode, GeoJson<Feature>)> {
     // Refuse callers who may draw no area at all before telling them what is wrong with it.
     authorize(
         &actor,
@@ -449,19 +467,21 @@ async fn create(
         },
     )?;
     let saved = save(&state.db, &state.tracker, input, None, Some(actor.user_id)).await?;
-    Ok((StatusCode::CREATED, Json(saved)))
+    Ok((StatusCode::CREATED, GeoJson(saved)))
 }
 
 /// Replace an area's outline and properties.
 #[utoipa::path(put, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
     request_body(content = Object, description = "GeoJSON Feature", content_type = "application/json"),
-    responses((status = 200, description = "the stored Feature", body = Object), (status = 404, description = "no such area")))]
+    responses((status = 200, description = "the stored Feature", content_type = "application/geo+json", body = Object),
+              (status = 403, description = "may not change this area"), (status = 404, description = "no such area"),
+              (status = 422, description = "invalid geometry or property")))]
 async fn replace(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
     Json(feature): Json<Feature>,
-) -> AppResult<Json<Feature>> {
+) -> AppResult<GeoJson<Feature>> {
     let current = fetch_row(&state.db, id).await?;
     authorize(
         &actor,
@@ -482,7 +502,7 @@ async fn replace(
             "an area cannot be its own parent",
         ));
     }
-    Ok(Json(
+    Ok(GeoJson(
         save(
             &state.db,
             &state.tracker,
@@ -496,7 +516,8 @@ async fn replace(
 
 /// Delete an area (refused while other areas name it as their parent).
 #[utoipa::path(delete, path = "/areas/{id}", tag = "areas", security(("bearer" = [])), params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, description = "no such area"), (status = 409, description = "other areas name it as parent")))]
+    responses((status = 204), (status = 403, description = "may not change this area"), (status = 404, description = "no such area"),
+              (status = 409, description = "other areas name it as parent")))]
 async fn delete(
     State(state): State<AppState>,
     actor: Actor,

@@ -60,7 +60,8 @@ async fn list(State(state): State<AppState>, _actor: Actor) -> AppResult<Json<Ve
 /// Add a duty station (system admin).
 #[utoipa::path(post, path = "/duty-stations", tag = "duty stations", security(("bearer" = [])),
     request_body = NewDutyStation,
-    responses((status = 201, body = DutyStation), (status = 409, description = "exists"), (status = 422, description = "invalid field")))]
+    responses((status = 201, body = DutyStation), (status = 403, description = "not a system admin"), (status = 409, description = "exists"),
+              (status = 422, description = "invalid field")))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,

@@ -174,6 +174,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     };
     state.db.spawn_checkpointer(state.shutdown.clone());
     positions::spawn_retention(&state);
+    auth::attempts::spawn_pruning(&state);
     positions::spawn_validity_watch(&state);
     alerts::fallback::spawn(&state);
     rollcall::spawn_reminders(&state);
@@ -185,7 +186,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface: `/api/v1`, health, metrics, the OpenAPI document and JWKS.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = openapi::api_router(&state).split_for_parts();
+    let (api, mut openapi) = openapi::api_router(&state).split_for_parts();
+    openapi::complete(&mut openapi);
     let openapi = Arc::new(openapi);
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let body_limit = state.settings.max_body_bytes;

@@ -55,7 +55,8 @@ async fn list(State(state): State<AppState>, actor: Actor) -> AppResult<Json<Vec
 /// One organisation.
 #[utoipa::path(get, path = "/organisations/{id}", tag = "organisations", security(("bearer" = [])),
     params(("id" = i64, Path)),
-    responses((status = 200, body = Organisation), (status = 404, description = "no such organisation")))]
+    responses((status = 200, body = Organisation), (status = 403, description = "another organisation, and not oversight"),
+              (status = 404, description = "no such organisation")))]
 async fn get_one(
     State(state): State<AppState>,
     actor: Actor,
@@ -72,7 +73,7 @@ async fn get_one(
 /// Create an organisation (system admin).
 #[utoipa::path(post, path = "/organisations", tag = "organisations", security(("bearer" = [])),
     request_body = NewOrganisation,
-    responses((status = 201, body = Organisation), (status = 409, description = "name taken")))]
+    responses((status = 201, body = Organisation), (status = 403, description = "not a system admin"), (status = 409, description = "name taken")))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,

@@ -409,16 +409,10 @@ pub async fn resolve_for(
     })
 }
 
-/// Validates the target's parts, returning the shapes to search: the stored areas' outlines
-/// first, then the drawn ones.
-async fn check(
-    state: &AppState,
-    actor: &Actor,
-    purpose: Purpose,
-    scope: &Scope,
-    target: &Target,
-) -> AppResult<Vec<Shape>> {
-    let mut issues = Vec::new();
+/// Checks what can be checked of a target without the database — its parts, their limits and
+/// its drawn shapes — adding what is wrong to `issues`, and returns the drawn shapes. Templates
+/// are checked with this when stored, so that a broken target fails then, not when sent.
+pub fn check_form(target: &Target, issues: &mut Vec<Issue>) -> Vec<Shape> {
     let nothing = target.areas.is_empty()
         && target.shapes.is_empty()
         && target.organisations.is_empty()
@@ -454,17 +448,8 @@ async fn check(
             format!("between 1 and {MAX_FRESH_SECS} seconds"),
         ));
     }
-    let mut shapes = Vec::new();
-    {
-        let tracker = read_tracker(&state.tracker);
-        for id in &target.areas {
-            match tracker.areas().get(*id) {
-                Some(area) => shapes.push(area.shape.clone()),
-                None => return Err(AppError::NotFound(format!("area {id} does not exist"))),
-            }
-        }
-    }
-    for (i, value) in target.shapes.iter().enumerate() {
+    let mut drawn = Vec::new();
+    for (i, value) in target.shapes.iter().enumerate().take(MAX_SHAPES) {
         let at = format!("target/shapes/{i}");
         let feature: Feature = match serde_json::from_value(value.clone()) {
             Ok(f) => f,
@@ -481,12 +466,37 @@ async fn check(
         match feature.geometry.as_ref() {
             None => issues.push(Issue::new(&at, "the Feature has no geometry")),
             Some(g) => match Shape::from_geometry(g, radius) {
-                Ok(shape) => shapes.push(shape),
+                Ok(shape) => drawn.push(shape),
                 Err(e) => issues.push(Issue::new(format!("{at}/geometry"), e.to_string())),
             },
         }
     }
+    drawn
+}
+
+/// Validates the target's parts, returning the shapes to search: the stored areas' outlines
+/// first, then the drawn ones.
+async fn check(
+    state: &AppState,
+    actor: &Actor,
+    purpose: Purpose,
+    scope: &Scope,
+    target: &Target,
+) -> AppResult<Vec<Shape>> {
+    let mut issues = Vec::new();
+    let drawn = check_form(target, &mut issues);
     AppError::check(issues)?;
+    let mut shapes = Vec::new();
+    {
+        let tracker = read_tracker(&state.tracker);
+        for id in &target.areas {
+            match tracker.areas().get(*id) {
+                Some(area) => shapes.push(area.shape.clone()),
+                None => return Err(AppError::NotFound(format!("area {id} does not exist"))),
+            }
+        }
+    }
+    shapes.extend(drawn);
     for org in &target.organisations {
         authorize(actor, purpose.action(*org, scope.contains(*org)))?;
         let exists: Option<i64> = on_reader!(&state.db, pool => sqlx::query_scalar(

@@ -94,6 +94,15 @@ fn checked(input: TemplateInput) -> AppResult<(String, String)> {
             "a template cannot start from another",
         ));
     }
+    if let Some(target) = &input.content.target {
+        let mut found = Vec::new();
+        super::target::check_form(target, &mut found);
+        issues.extend(
+            found
+                .into_iter()
+                .map(|i| Issue::new(format!("content/{}", i.at), i.reason)),
+        );
+    }
     AppError::check(issues)?;
     let content =
         serde_json::to_string(&input.content).map_err(|e| AppError::Internal(e.into()))?;

@@ -5,6 +5,7 @@
 //! once. Refresh tokens rotate on every use and are stored only as SHA-256 hashes; presenting a
 //! refresh token twice (a sign of theft) revokes the whole session.
 
+pub mod attempts;
 pub mod password;
 
 use axum::extract::{FromRequestParts, State};
@@ -95,7 +96,6 @@ struct LoginRow {
     id: i64,
     password_hash: Option<String>,
     active: bool,
-    locked_until: Option<i64>,
 }
 
 /// Exchange email and password for tokens.
@@ -109,33 +109,34 @@ async fn login(
 ) -> AppResult<Json<TokenResponse>> {
     let email = req.email.trim().to_lowercase();
     let now = now_ms();
+    let nth = match attempts::begin(&state, &email).await? {
+        attempts::Attempt::Check { nth } => nth,
+        attempts::Attempt::Locked { until } => {
+            count_login(&state, "locked");
+            return Err(AppError::TooManyRequests {
+                detail: "too many failed logins: this account is locked for a while".into(),
+                retry_after_secs: u64::try_from((until - now) / 1000 + 1).unwrap_or(1),
+            });
+        }
+    };
     let row: Option<LoginRow> = on_reader!(&state.db, pool => sqlx::query_as(
-        "SELECT id, password_hash, active, locked_until FROM users WHERE email = $1")
+        "SELECT id, password_hash, active FROM users WHERE email = $1")
         .bind(&email).fetch_optional(pool).await?);
-    if let Some(until) = row
-        .as_ref()
-        .and_then(|r| r.locked_until)
-        .filter(|u| *u > now)
-    {
-        count_login(&state, "locked");
-        return Err(AppError::TooManyRequests {
-            detail: "too many failed logins: this account is locked for a while".into(),
-            retry_after_secs: u64::try_from((until - now) / 1000 + 1).unwrap_or(1),
-        });
-    }
+    // An unknown address is checked against a throwaway hash, so it takes as long.
     let stored = row.as_ref().and_then(|r| r.password_hash.clone());
     let ok = password::verify(stored, req.password).await;
     let Some(user) = row.filter(|r| ok && r.active) else {
         count_login(&state, "failure");
-        let failures = record_failure(&state, &email, now).await?;
+        attempts::failed(&state, &email, nth).await?;
         // Each failure in a row costs a little more time, which slows guessing without
         // letting a stranger lock the account for long.
-        let delay = 200 * u64::try_from(failures.clamp(0, 10)).unwrap_or(0);
+        let delay = 200 * u64::try_from(nth.clamp(0, 10)).unwrap_or(0);
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         return Err(AppError::Unauthorized(
             "wrong email or password, or the account is deactivated".into(),
         ));
     };
+    attempts::succeeded(&state, &email).await?;
     count_login(&state, "success");
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -146,7 +147,7 @@ async fn login(
     let expires =
         now + i64::try_from(state.settings.refresh_token_ttl_days).unwrap_or(30) * 86_400_000;
     in_tx!(&state.db, tx => {
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL, last_seen_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
             .bind(now).bind(user.id).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at, user_agent) VALUES ($1, $2, $3, $4, $5)")
             .bind(&session_id).bind(user.id).bind(now).bind(expires).bind(&user_agent)
@@ -165,23 +166,6 @@ fn count_login(state: &AppState, outcome: &'static str) {
         .logins
         .get_or_create(&LoginLabels { outcome })
         .inc();
-}
-
-/// Counts a failed login against the account (if it exists) and locks it at the limit.
-async fn record_failure(state: &AppState, email: &str, now: i64) -> AppResult<i64> {
-    let max = i64::from(state.settings.login_max_failures);
-    let lock_until = now + i64::try_from(state.settings.login_lockout_secs).unwrap_or(900) * 1000;
-    let failures: Option<i64> = on_writer!(&state.db, pool => sqlx::query_scalar(
-        "UPDATE users SET failed_logins = failed_logins + 1 WHERE email = $1 RETURNING failed_logins")
-        .bind(email).fetch_optional(pool).await?);
-    let failures = failures.unwrap_or(1);
-    if failures >= max {
-        on_writer!(&state.db, pool => sqlx::query(
-            "UPDATE users SET locked_until = $1, failed_logins = 0 WHERE email = $2")
-            .bind(lock_until).bind(email).execute(pool).await.map(drop))?;
-        tracing::warn!(email, "account locked after repeated failed logins");
-    }
-    Ok(failures)
 }
 
 #[derive(sqlx::FromRow)]

@@ -225,7 +225,8 @@ async fn list_personnel(
 /// Add a person to the organisation.
 #[utoipa::path(post, path = "/organisations/{id}/users", tag = "people", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = NewPerson,
-    responses((status = 201, body = Person), (status = 409, description = "email in use"), (status = 422, description = "invalid field")))]
+    responses((status = 201, body = Person), (status = 403, description = "not allowed to manage this organisation's people"),
+              (status = 409, description = "email in use"), (status = 422, description = "invalid field")))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,

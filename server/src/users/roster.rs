@@ -122,7 +122,8 @@ pub fn routes(max_bytes: usize) -> OpenApiRouter<AppState> {
     params(("id" = i64, Path), RosterQuery),
     request_body(content = String, description = "CSV with a header row (text/csv) or a JSON array of objects (application/json)",
                  content_type = "text/csv"),
-    responses((status = 200, body = RosterReport), (status = 422, description = "bad rows, each with its line; nothing applied")))]
+    responses((status = 200, body = RosterReport), (status = 403, description = "not allowed to manage this organisation's people"),
+              (status = 422, description = "bad rows, each with its line; nothing applied")))]
 async fn import(
     State(state): State<AppState>,
     actor: Actor,

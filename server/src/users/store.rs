@@ -528,6 +528,9 @@ pub async fn set_password(
     in_tx!(db, tx => {
         sqlx::query("UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL, updated_at = $2 WHERE id = $3")
             .bind(&hash).bind(now_ms()).bind(id).execute(&mut *tx).await?;
+        // A new password set by an administrator also lifts a login lock.
+        sqlx::query("DELETE FROM login_attempts WHERE email = (SELECT email FROM users WHERE id = $1)")
+            .bind(id).execute(&mut *tx).await?;
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
             .bind(now_ms()).bind(id).bind(keep_session.unwrap_or("")).execute(&mut *tx).await?;
     });

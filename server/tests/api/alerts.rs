@@ -260,6 +260,25 @@ on_both_databases! {
         adviser.delete(&format!("/api/v1/alert-templates/{}", t["id"])).await.expect(204);
         adviser.post("/api/v1/alerts", json!({"template_id": t["id"]})).await.problem(404);
     }
+
+    async fn a_template_with_a_broken_target_is_refused_when_stored(srv: TestServer) {
+        let org = srv.org().await;
+        let adviser = srv.user(org, &[Role::Adviser], false).await;
+        let broken = json!({"name": "Broken", "content": {"target": {"shapes": [[], 1, "x", null]}}});
+        let p = adviser.post("/api/v1/alert-templates", broken).await.problem(422);
+        let at: Vec<&str> = p["issues"].as_array().expect("issues").iter().filter_map(|i| i["at"].as_str()).collect();
+        assert_eq!(at, ["content/target/shapes/0", "content/target/shapes/1", "content/target/shapes/2", "content/target/shapes/3"]);
+        let good = adviser.post("/api/v1/alert-templates", json!({"name": "Good", "content": {}})).await.expect(201);
+        let open_polygon = json!({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}});
+        let p = adviser.put(&format!("/api/v1/alert-templates/{}", good["id"]),
+            json!({"name": "Good", "content": {"target": {"shapes": [open_polygon], "fresh_within_secs": 0}}})).await.problem(422);
+        let at: Vec<&str> = p["issues"].as_array().expect("issues").iter().filter_map(|i| i["at"].as_str()).collect();
+        assert_eq!(at, ["content/target/fresh_within_secs", "content/target/shapes/0/geometry"]);
+        // Nothing broken was stored: the list still reads.
+        let list = adviser.get("/api/v1/alert-templates").await.expect(200);
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        assert_eq!(list[0]["content"], json!({}));
+    }
 }
 
 #[tokio::test]

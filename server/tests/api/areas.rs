@@ -40,7 +40,10 @@ on_both_databases! {
         assert!(indexed(&srv, 31.58, 4.85).contains(&id), "the index knows the new area");
 
         // Staff read areas (location-less staff pick the ones they follow) but cannot draw.
-        let list = staff.get("/api/v1/areas?kind=security_area").await.expect(200);
+        let listed = staff.get("/api/v1/areas?kind=security_area").await;
+        assert_eq!(listed.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/geo+json"),
+            "served as the OpenAPI document says");
+        let list = listed.expect(200);
         assert_eq!(list["type"], "FeatureCollection");
         assert!(list["features"].as_array().expect("features").iter().any(|f| f["id"] == id));
         staff.post("/api/v1/areas", polygon("Mine", 1, juba_ring())).await.problem(403);

@@ -55,6 +55,57 @@ on_both_databases! {
         r.problem(429);
     }
 
+    async fn guesses_sent_at_once_get_no_more_tries_than_the_limit(srv: TestServer) {
+        let (email, _) = staff_with_email(&srv).await;
+        let anon = srv.anon();
+        // 40 wrong passwords and the right one at once: each attempt is counted before its
+        // password is checked, so at most the limit (5) of them are checked at all.
+        let attempts = (0..41).map(|i| {
+            let anon = anon.clone();
+            let password = if i == 20 { PASSWORD.to_string() } else { format!("guess number {i}") };
+            let email = email.clone();
+            async move { anon.post("/api/v1/auth/login", json!({"email": email, "password": password})).await.status }
+        });
+        let statuses = futures_util::future::join_all(attempts).await;
+        let checked = statuses.iter().filter(|s| matches!(s, 200 | 401)).count();
+        let locked = statuses.iter().filter(|s| **s == 429).count();
+        assert!(checked <= 5, "{checked} passwords were checked: {statuses:?}");
+        assert_eq!(checked + locked, 41, "every answer is 200, 401 or 429: {statuses:?}");
+        // The right password does not lift the lock either.
+        anon.post("/api/v1/auth/login", json!({"email": email, "password": PASSWORD})).await.problem(429);
+    }
+
+    async fn an_unknown_address_answers_as_a_known_one_does(srv: TestServer) {
+        let (known, _) = staff_with_email(&srv).await;
+        let unknown = format!("{}@test.example", unique("nobody"));
+        let anon = srv.anon();
+        let mut answers = Vec::new();
+        for email in [&known, &unknown] {
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                let r = anon.post("/api/v1/auth/login", json!({"email": email, "password": "guess guess guess"})).await;
+                let retry = r.headers.get("retry-after").map(|v| v.to_str().expect("ascii").parse::<u64>().expect("seconds")).map(|s| (800..=901).contains(&s));
+                seen.push((r.status, retry, r.body["title"].clone(), r.body["detail"].clone()));
+            }
+            answers.push(seen);
+        }
+        assert_eq!(answers[0], answers[1], "a stranger can tell which accounts exist");
+        assert_eq!(answers[1].last().map(|a| a.0), Some(429), "unknown addresses lock too: {:?}", answers[1]);
+        // Case and spaces name the same address.
+        anon.post("/api/v1/auth/login", json!({"email": format!("  {}", unknown.to_uppercase()), "password": "x"})).await.problem(429);
+    }
+
+    async fn a_new_password_from_an_administrator_lifts_the_lock(srv: TestServer) {
+        let (email, id) = staff_with_email(&srv).await;
+        let anon = srv.anon();
+        for _ in 0..5 {
+            anon.post("/api/v1/auth/login", json!({"email": email, "password": "guess guess guess"})).await.problem(401);
+        }
+        anon.post("/api/v1/auth/login", json!({"email": email, "password": PASSWORD})).await.problem(429);
+        vigil_server::users::store::set_password(&srv.state.db, id, "a brand new passphrase".into(), None).await.expect("set");
+        anon.post("/api/v1/auth/login", json!({"email": email, "password": "a brand new passphrase"})).await.expect(200);
+    }
+
     async fn refresh_rotates_and_a_reused_token_ends_the_session(srv: TestServer) {
         let (email, _) = staff_with_email(&srv).await;
         let c = srv.anon().login(&email, PASSWORD).await;

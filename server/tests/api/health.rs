@@ -23,6 +23,29 @@ on_both_databases! {
             assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+        // What the extractors answer before any handler runs is documented on every route.
+        let mut missing = Vec::new();
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("path item") {
+                let has = |status: &str| op["responses"].get(status).is_some();
+                let params = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| matches!(p["in"].as_str(), Some("path" | "query")))
+                });
+                let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+                for (needed, status) in [
+                    (op.get("requestBody").is_some(), "400"),
+                    (op.get("requestBody").is_some(), "422"),
+                    (params, "400"),
+                    (secured, "401"),
+                ] {
+                    if needed && !has(status) {
+                        missing.push(format!("{method} {path}: {status}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented answers: {missing:?}");
     }
 
     async fn shutdown_lets_a_request_in_flight_finish_then_refuses_new_ones(srv: TestServer) {

@@ -792,6 +792,8 @@ on_both_databases! {
         assert!(unknown.is_empty(), "matrix rows for routes the OpenAPI document does not list: {unknown:?}");
 
         let mut wrong = Vec::new();
+        // Every refusal the matrix sees must be one the OpenAPI document promises.
+        let mut refusals: BTreeSet<(String, String, u16)> = BTreeSet::new();
         for row in &rows {
             for caller in &world.callers {
                 let expected = if row.allowed.contains(&caller.who) {
@@ -809,12 +811,26 @@ on_both_databases! {
                 } else if expected >= 400 && !is_problem {
                     wrong.push(format!("{row} as {:?}: {expected} is not problem+json", caller.who));
                 } else if expected >= 400 {
+                    refusals.insert((row.method.to_string(), row.route.to_string(), expected));
                     resp.problem(expected);
                 }
             }
         }
         assert!(wrong.is_empty(), "{} of {} attempts went wrong:\n{}", wrong.len(),
             rows.len() * world.callers.len(), wrong.join("\n"));
+
+        let doc = srv.anon().get("/api/openapi.json").await.expect(200);
+        let undocumented: Vec<String> = refusals
+            .iter()
+            .filter(|(method, route, status)| {
+                doc["paths"][route][method.to_lowercase()]["responses"]
+                    .get(status.to_string())
+                    .is_none()
+            })
+            .map(|(method, route, status)| format!("{method} {route}: {status}"))
+            .collect();
+        assert!(undocumented.is_empty(), "answers served but not in the OpenAPI document:\n{}",
+            undocumented.join("\n"));
     }
 }
 
