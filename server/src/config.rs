@@ -29,6 +29,11 @@ pub struct Settings {
     pub access_token_ttl_secs: u64,
     /// Lifetime of a login session (its refresh tokens rotate within it).
     pub refresh_token_ttl_days: u64,
+    /// Seconds between a `vigil keys rotate` and the new key signing: every node and every
+    /// cached JWKS (served with max-age 300) knows the key before any token carries it.
+    pub key_publish_secs: u64,
+    /// How often a node re-reads the signing keys from the database.
+    pub key_reload_secs: u64,
     /// Failed logins in a row after which the account locks.
     pub login_max_failures: u32,
     /// How long a locked account stays locked.
@@ -184,6 +189,8 @@ impl Default for Settings {
             sqlite_synchronous: SqliteSynchronous::Normal,
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
+            key_publish_secs: 360,
+            key_reload_secs: 30,
             login_max_failures: 5,
             login_lockout_secs: 900,
             max_body_bytes: 1024 * 1024,
@@ -326,6 +333,8 @@ impl fmt::Debug for Settings {
             .field("sqlite_synchronous", &self.sqlite_synchronous)
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_days", &self.refresh_token_ttl_days)
+            .field("key_publish_secs", &self.key_publish_secs)
+            .field("key_reload_secs", &self.key_reload_secs)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_lockout_secs", &self.login_lockout_secs)
             .field("max_body_bytes", &self.max_body_bytes)

@@ -65,7 +65,7 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Settings;
 use db::Db;
-use keys::Keys;
+use keys::{KeyRing, Keys};
 use metrics::Metrics;
 
 /// Everything a request handler needs; cheap to clone (every field is shared).
@@ -76,7 +76,7 @@ pub struct AppState {
     /// Settings the server started with.
     pub settings: Arc<Settings>,
     /// Token-signing and web-push keys.
-    pub keys: Arc<Keys>,
+    pub keys: Arc<KeyRing>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Areas and positions in memory (R-trees) with geofence memberships, mirrored from the
@@ -164,7 +164,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         tracker,
         db,
         settings: Arc::new(settings),
-        keys: Arc::new(keys),
+        keys: Arc::new(KeyRing::new(keys)),
         metrics: Arc::new(Metrics::default()),
         shutdown: CancellationToken::new(),
         background,
@@ -175,6 +175,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     state.db.spawn_checkpointer(state.shutdown.clone());
     positions::spawn_retention(&state);
     auth::attempts::spawn_pruning(&state);
+    keys::spawn_reload(&state);
     positions::spawn_validity_watch(&state);
     alerts::fallback::spawn(&state);
     rollcall::spawn_reminders(&state);

@@ -45,12 +45,30 @@ enum Command {
         #[command(subcommand)]
         task: AdminTask,
     },
+    /// Token-signing keys: rotate them, or list them with their state.
+    Keys {
+        #[command(subcommand)]
+        task: KeysTask,
+    },
     /// Print the deployment's web-push (VAPID) public key, creating the key pair if needed.
     VapidKeys {
         /// Print a fresh key pair instead, without storing it.
         #[arg(long)]
         new: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysTask {
+    /// Add a new signing key: published at once, signing after `key_publish_secs`; the old
+    /// one stays in the JWKS until every token it signed has expired, then is deleted.
+    Rotate {
+        /// Seconds until the new key signs (default: the `key_publish_secs` setting).
+        #[arg(long)]
+        signs_after: Option<u64>,
+    },
+    /// List the signing keys and when each signs and is retired.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -156,10 +174,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::VapidKeys { new: false } => {
             let state = vigil_server::start(settings).await?;
-            println!("{}", state.keys.vapid.public_key);
+            println!("{}", state.keys.get().vapid.public_key);
             Ok(())
         }
         Command::Admin { task } => admin(settings, task).await,
+        Command::Keys { task } => keys(settings, task).await,
     }
 }
 
@@ -234,6 +253,53 @@ fn print_demo_banner(url: &str, info: &DemoInfo) -> std::io::Result<()> {
         "(also written to vigil-demo.json; Ctrl-C stops the server)\n"
     )?;
     out.flush()
+}
+
+async fn keys(settings: Settings, task: KeysTask) -> anyhow::Result<()> {
+    let db = vigil_server::db::Db::connect_with(
+        &settings.database_url,
+        settings.db_max_connections,
+        settings.sqlite_synchronous,
+    )
+    .await?;
+    db.migrate().await?;
+    vigil_server::keys::Keys::load_or_create(&db).await?;
+    let now = vigil_server::db::now_ms();
+    let when = |ms: i64| {
+        let secs = (ms - now) / 1000;
+        if secs > 0 {
+            format!("in {secs} s")
+        } else {
+            format!("{} s ago", -secs)
+        }
+    };
+    if let KeysTask::Rotate { signs_after } = task {
+        let added = vigil_server::keys::rotate(
+            &db,
+            &settings,
+            signs_after.unwrap_or(settings.key_publish_secs),
+            now,
+        )
+        .await?;
+        eprintln!(
+            "added key {}: published now, signs {}; every node picks it up within {} s",
+            added.kid,
+            when(added.signs_from),
+            settings.key_reload_secs
+        );
+    }
+    for key in vigil_server::keys::signing_keys(&db).await? {
+        let state = match key.verify_until {
+            _ if key.signs_from > now => format!("published; signs {}", when(key.signs_from)),
+            None => "signs".to_string(),
+            Some(until) => format!(
+                "retiring: tokens it signed are accepted for {} s more",
+                ((until - now) / 1000).max(0)
+            ),
+        };
+        println!("{}  {state}", key.kid);
+    }
+    Ok(())
 }
 
 async fn admin(settings: Settings, task: AdminTask) -> anyhow::Result<()> {

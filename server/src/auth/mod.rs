@@ -85,7 +85,7 @@ pub fn well_known_routes() -> Router<AppState> {
         get(|State(state): State<AppState>| async move {
             (
                 [(header::CACHE_CONTROL, "public, max-age=300")],
-                axum::Json(state.keys.jwks.clone()),
+                axum::Json(state.keys.get().jwks.clone()),
             )
         }),
     )
@@ -257,9 +257,10 @@ fn tokens(
         iat: now,
         exp: now + i64::try_from(ttl).unwrap_or(900),
     };
+    let keys = state.keys.get();
     let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(state.keys.kid.clone());
-    let access_token = jsonwebtoken::encode(&header, &claims, state.keys.encoding())
+    header.kid = Some(keys.kid().to_string());
+    let access_token = jsonwebtoken::encode(&header, &claims, keys.encoding())
         .map_err(|e| anyhow::anyhow!("signing token: {e}"))?;
     Ok(TokenResponse {
         access_token,
@@ -293,15 +294,21 @@ pub fn verify_token(state: &AppState, token: &str) -> AppResult<Session> {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[ISSUER]);
     validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-    validation.leeway = 5;
+    validation.leeway = crate::keys::TOKEN_LEEWAY_SECS;
+    let invalid = || AppError::Unauthorized("the access token is not valid".into());
+    // The header names the key; one retired after a rotation (or never ours) is refused.
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|_| invalid())?
+        .kid
+        .ok_or_else(invalid)?;
+    let keys = state.keys.get();
+    let key = keys.decoding(&kid).ok_or_else(invalid)?;
     let data =
-        jsonwebtoken::decode::<Claims>(token, state.keys.decoding(), &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    AppError::Unauthorized("the access token has expired; refresh it".into())
-                }
-                _ => AppError::Unauthorized("the access token is not valid".into()),
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                AppError::Unauthorized("the access token has expired; refresh it".into())
             }
+            _ => AppError::Unauthorized("the access token is not valid".into()),
         })?;
     let user_id = data
         .claims

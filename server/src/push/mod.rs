@@ -149,7 +149,7 @@ async fn vapid_public_key(
     _actor: Actor,
 ) -> AppResult<Json<VapidPublicKey>> {
     Ok(Json(VapidPublicKey {
-        public_key: state.keys.vapid.public_key.clone(),
+        public_key: state.keys.get().vapid.public_key.clone(),
     }))
 }
 

@@ -14,6 +14,7 @@ mod crash;
 mod fallback_faults;
 mod health;
 mod ingest;
+mod keys;
 mod native_push;
 mod people;
 mod policy_matrix;

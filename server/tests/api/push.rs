@@ -34,7 +34,7 @@ on_both_databases_with! { allow_local_push;
         let amina = staff(&srv).await;
 
         let key = amina.get("/api/v1/push/vapid-public-key").await.expect(200);
-        assert_eq!(key["public_key"], srv.state.keys.vapid.public_key.as_str());
+        assert_eq!(key["public_key"], srv.state.keys.get().vapid.public_key.as_str());
 
         let mut body = phone.subscription();
         body["label"] = json!("work phone");
@@ -64,7 +64,7 @@ on_both_databases_with! { allow_local_push;
         assert_eq!(message.claims.sub, srv.state.settings.push_subject);
         let now = vigil_server::db::now_ms() as u64 / 1000;
         assert!(message.claims.exp > now && message.claims.exp <= now + 24 * 3600);
-        assert_eq!(message.vapid_key, srv.state.keys.vapid.public_key);
+        assert_eq!(message.vapid_key, srv.state.keys.get().vapid.public_key);
         assert_eq!((message.ttl, message.urgency.as_deref(), message.topic.as_deref()),
             (600, Some("high"), Some("alert-42")));
 
