@@ -126,6 +126,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     )
     .await?;
     db.migrate().await?;
+    let chained = audit::chain_earlier_entries(&db).await?;
+    if chained > 0 {
+        tracing::info!(
+            entries = chained,
+            "chained the audit entries written before the chain"
+        );
+    }
     let keys = Keys::load_or_create(&db).await?;
     let pusher = push::Pusher::new(&settings, &keys.vapid)?;
     let sms_gateway = sms::Sms::from_settings(&settings)?;

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         task: AdminTask,
     },
+    /// The audit trail's hash chains.
+    Audit {
+        #[command(subcommand)]
+        task: AuditTask,
+    },
     /// Token-signing keys: rotate them, or list them with their state.
     Keys {
         #[command(subcommand)]
@@ -55,6 +60,17 @@ enum Command {
         /// Print a fresh key pair instead, without storing it.
         #[arg(long)]
         new: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditTask {
+    /// Recompute every organisation's chain (or one's) and report where it breaks; exits 1
+    /// when any does.
+    Verify {
+        /// Only this organisation's chain.
+        #[arg(long)]
+        org: Option<i64>,
     },
 }
 
@@ -179,6 +195,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin { task } => admin(settings, task).await,
         Command::Keys { task } => keys(settings, task).await,
+        Command::Audit {
+            task: AuditTask::Verify { org },
+        } => audit_verify(settings, org).await,
     }
 }
 
@@ -255,7 +274,7 @@ fn print_demo_banner(url: &str, info: &DemoInfo) -> std::io::Result<()> {
     out.flush()
 }
 
-async fn keys(settings: Settings, task: KeysTask) -> anyhow::Result<()> {
+async fn open_db(settings: &Settings) -> anyhow::Result<vigil_server::db::Db> {
     let db = vigil_server::db::Db::connect_with(
         &settings.database_url,
         settings.db_max_connections,
@@ -263,6 +282,40 @@ async fn keys(settings: Settings, task: KeysTask) -> anyhow::Result<()> {
     )
     .await?;
     db.migrate().await?;
+    Ok(db)
+}
+
+async fn audit_verify(settings: Settings, org: Option<i64>) -> anyhow::Result<()> {
+    let db = open_db(&settings).await?;
+    vigil_server::audit::chain_earlier_entries(&db).await?;
+    let reports = vigil_server::audit::verify(&db, org).await?;
+    let mut broken = 0;
+    for r in &reports {
+        let name = r.org_id.map_or("no organisation".to_string(), |o| {
+            format!("organisation {o}")
+        });
+        if r.problems.is_empty() {
+            println!(
+                "{name}: {} entries, chain holds, head {}",
+                r.entries, r.head_hash
+            );
+        } else {
+            broken += 1;
+            println!("{name}: {} entries, BROKEN:", r.entries);
+            for p in &r.problems {
+                println!("  - {p}");
+            }
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!("{broken} of {} audit chains are broken", reports.len());
+    }
+    eprintln!("{} audit chains checked, all hold", reports.len());
+    Ok(())
+}
+
+async fn keys(settings: Settings, task: KeysTask) -> anyhow::Result<()> {
+    let db = open_db(&settings).await?;
     vigil_server::keys::Keys::load_or_create(&db).await?;
     let now = vigil_server::db::now_ms();
     let when = |ms: i64| {

@@ -7,6 +7,7 @@ mod support;
 mod alerts;
 mod areas;
 mod assets;
+mod audit;
 mod auth;
 mod bad_input;
 mod chat;

@@ -465,6 +465,10 @@ fn table(w: &World) -> Vec<Row> {
         row(GET,    "/api/v1/organisations/{id}/reports/stale-profiles", "B", Id(b), Nothing, OVERSEERS, 200),
         row(GET,    "/api/v1/organisations/{id}/audit", "A", Id(a), Nothing, A_REPORT_READERS, 200),
         row(GET,    "/api/v1/organisations/{id}/audit", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit/export.csv", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit/export.csv", "B", Id(b), Nothing, OVERSEERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit/verify", "A", Id(a), Nothing, A_REPORT_READERS, 200),
+        row(GET,    "/api/v1/organisations/{id}/audit/verify", "B", Id(b), Nothing, OVERSEERS, 200),
         // Duty stations are shared: everyone reads them, a system admin adds them.
         row(GET,    "/api/v1/duty-stations", "all",       Plain, Nothing, SIGNED_IN, 200),
         row(POST,   "/api/v1/duty-stations", "a new one", Plain, Payload::NewDutyStation, SYSTEM_ADMIN, 201),
