@@ -34,7 +34,7 @@ pub struct Settings {
     pub key_publish_secs: u64,
     /// How often a node re-reads the signing keys from the database.
     pub key_reload_secs: u64,
-    /// Failed logins in a row after which the account locks.
+    /// Login attempts in a row without success after which an address locks.
     pub login_max_failures: u32,
     /// How long a locked account stays locked.
     pub login_lockout_secs: u64,
