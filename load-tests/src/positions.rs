@@ -12,11 +12,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
-use vigil_protocol::{ClientMessage, Fix, ServerMessage, Timestamp};
+use vigil_protocol::{Fix, ServerMessage, Timestamp};
 
 use crate::client::{
-    Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, text_frame,
-    tokens as get_tokens,
+    Fixture, Grid, Target, Ws, open_session, raise_nofile, source_addr, tokens as get_tokens,
 };
 use crate::stats::{
     LatencyMs, ServerProbe, ServerUse, cpu_percent, mib, pct, summarize, write_json,
@@ -200,7 +199,10 @@ impl Device {
         let mut pending: HashMap<u64, (Instant, u64)> = HashMap::new();
         let mut samples = Vec::new();
         let (mut next_ref, mut step, mut last_ms) = (0u64, 0u64, 0i64);
-        let stop = tokio::time::Instant::from(self.until + GRACE);
+        // One timer for the whole run: a `sleep_until` made inside the select would be
+        // registered and cancelled again at every message.
+        let stop = tokio::time::sleep_until(tokio::time::Instant::from(self.until + GRACE));
+        tokio::pin!(stop);
         loop {
             let sending = Instant::now() < self.until;
             if !sending && pending.is_empty() {
@@ -216,10 +218,9 @@ impl Device {
                         fixes.push(Fix { lat, lon, accuracy_m: Some(12.0), recorded_at: Timestamp(last_ms) });
                     }
                     next_ref += 1;
-                    let msg = ClientMessage::Position { reference: Some(next_ref.to_string()), fixes };
                     let n = self.fixes_per_message as u64;
                     pending.insert(next_ref, (Instant::now(), n));
-                    if self.ws.send(text_frame(&msg)).await.is_err() {
+                    if self.ws.send(Message::text(position_text(next_ref, &fixes))).await.is_err() {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -233,7 +234,7 @@ impl Device {
                         break;
                     }
                 },
-                () = tokio::time::sleep_until(stop) => break,
+                () = &mut stop => break,
             }
         }
         let _ = self.ws.close(None).await;
@@ -247,11 +248,21 @@ impl Device {
         pending: &mut HashMap<u64, (Instant, u64)>,
         samples: &mut Vec<Duration>,
     ) {
-        // Read whole: a typed ack reads faster than the `serde_json::Value` this used to build.
+        let our_ref = |r: Option<String>| r.and_then(|r| r.parse::<u64>().ok());
+        if let Some(ack) = read_ack(text) {
+            if let Some((sent, _)) = ack
+                .reference
+                .and_then(|r| r.parse::<u64>().ok())
+                .and_then(|r| pending.remove(&r))
+            {
+                samples.push(sent.elapsed());
+            }
+            self.count_ack(ack.accepted, ack.duplicates);
+            return;
+        }
         let Ok(msg) = serde_json::from_str::<ServerMessage>(text) else {
             return;
         };
-        let our_ref = |r: Option<String>| r.and_then(|r| r.parse::<u64>().ok());
         match msg {
             ServerMessage::Ack {
                 reference,
@@ -261,14 +272,7 @@ impl Device {
                 if let Some((sent, _)) = our_ref(reference).and_then(|r| pending.remove(&r)) {
                     samples.push(sent.elapsed());
                 }
-                let c = &self.counters;
-                let accepted = accepted.unwrap_or(0);
-                c.acked_fixes.fetch_add(accepted, Ordering::Relaxed);
-                if Instant::now() <= self.until {
-                    c.acked_in_window.fetch_add(accepted, Ordering::Relaxed);
-                }
-                c.duplicates
-                    .fetch_add(duplicates.unwrap_or(0), Ordering::Relaxed);
+                self.count_ack(accepted, duplicates);
             }
             ServerMessage::Error { reference, .. } => {
                 if let Some(r) = our_ref(reference) {
@@ -284,6 +288,60 @@ impl Device {
             _ => {}
         }
     }
+
+    fn count_ack(&self, accepted: Option<u64>, duplicates: Option<u64>) {
+        let c = &self.counters;
+        let accepted = accepted.unwrap_or(0);
+        c.acked_fixes.fetch_add(accepted, Ordering::Relaxed);
+        if Instant::now() <= self.until {
+            c.acked_in_window.fetch_add(accepted, Ordering::Relaxed);
+        }
+        c.duplicates
+            .fetch_add(duplicates.unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// A `position` message as JSON, written directly: the generator shares the machine's cores
+/// with the server it measures, so every microsecond it spends per message is taken from the
+/// server. Reads as the same `ClientMessage` as `client::text_frame` writes (a test checks).
+fn position_text(reference: u64, fixes: &[Fix]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(48 + 96 * fixes.len());
+    let _ = write!(out, r#"{{"type":"position","ref":"{reference}","fixes":["#);
+    for (i, f) in fixes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // `{:?}` of an f64 is its shortest exact form and always has a decimal point or an
+        // exponent, as a JSON number may.
+        let _ = write!(out, r#"{{"lat":{:?},"lon":{:?}"#, f.lat, f.lon);
+        if let Some(a) = f.accuracy_m {
+            let _ = write!(out, r#","accuracy_m":{a:?}"#);
+        }
+        let _ = write!(out, r#","recorded_at":"{}"}}"#, f.recorded_at.to_rfc3339());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// An `ack` as the server writes it (`type` first), read without building a whole
+/// `ServerMessage`: serde reads that internally tagged enum through a copy of the whole object.
+/// A `ref` with escapes does not read as `&str`; such an ack takes the slow path.
+#[derive(Debug, serde::Deserialize)]
+struct AckIn<'a> {
+    #[serde(rename = "type")]
+    _kind: serde::de::IgnoredAny,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<&'a str>,
+    accepted: Option<u64>,
+    duplicates: Option<u64>,
+}
+
+fn read_ack(text: &str) -> Option<AckIn<'_>> {
+    if !text.starts_with(r#"{"type":"ack","#) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 pub async fn positions(o: PositionsOpts) -> anyhow::Result<PositionsReport> {
@@ -488,6 +546,8 @@ fn print_markdown(r: &PositionsReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::text_frame;
+    use vigil_protocol::ClientMessage;
 
     #[test]
     fn devices_walk_in_and_out_of_areas() {
@@ -514,6 +574,44 @@ mod tests {
         assert!(lat > g.lat_min && lat < g.lat_max);
         let (lat, _) = position(&g, 0, 10, 0, true);
         assert!(lat > g.lat_max);
+    }
+
+    #[test]
+    fn the_fast_messages_read_as_the_typed_ones() {
+        let fixes = [
+            Fix {
+                lat: 4.81,
+                lon: 31.5,
+                accuracy_m: Some(12.0),
+                recorded_at: Timestamp(1_764_756_000_123),
+            },
+            Fix {
+                lat: -0.000_123_456_789,
+                lon: 1e-7,
+                accuracy_m: None,
+                recorded_at: Timestamp(0),
+            },
+        ];
+        let text = position_text(42, &fixes);
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(&text).expect("a position"),
+            ClientMessage::Position {
+                reference: Some("42".into()),
+                fixes: fixes.to_vec()
+            }
+        );
+        let ack = ServerMessage::Ack {
+            reference: Some("42".into()),
+            accepted: Some(1),
+            duplicates: Some(0),
+        }
+        .to_json();
+        let read = read_ack(&ack).expect("the server's ack takes the fast path");
+        assert_eq!(
+            (read.reference, read.accepted, read.duplicates),
+            (Some("42"), Some(1), Some(0))
+        );
+        assert!(read_ack(r#"{"type":"error","code":"bad_message","detail":"x"}"#).is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod server;
 pub mod shared;
 pub mod stream;
 
-pub use client::{AlertReceiptState, ChatReceiptState, ClientMessage, Topic};
+pub use client::{AlertReceiptState, ChatReceiptState, ClientMessage, PositionMessage, Topic};
 pub use events::{GeofenceEvent, LiveEvent, PositionEvent, SubjectKind, Transition};
 pub use server::{ErrorCode, ServerMessage};
 pub use shared::{

@@ -3,17 +3,15 @@
 //! header), say the last sequence number seen, get what was missed in order, then live traffic;
 //! send positions; operators subscribe to their organisation's live positions.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::SinkExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,8 +21,8 @@ use crate::auth::{Session, bearer_token, load_actor, verify_token};
 use crate::error::AppError;
 use crate::live::{Outbound, Registration, StoredMessage};
 use crate::policy::{Action, Actor, authorize, listing_scope};
-use crate::positions::writer::Recorded;
-use crate::positions::{StoredFix, Subject, WriteError, announce, newest_fix, validate_fixes};
+use crate::positions::writer::{Queued, Recorded};
+use crate::positions::{StoredFix, Subject, WriteError, announce_live, newest_fix, validate_fixes};
 use vigil_protocol::{
     AlertReceiptState, ClientMessage, ErrorCode, Fix, MAX_MESSAGE_BYTES, ServerMessage, Topic,
     close,
@@ -97,7 +95,7 @@ async fn upgrade(
                 subscribed: HashMap::new(),
                 heartbeats: 0,
                 typing: Default::default(),
-                in_flight: FuturesOrdered::new(),
+                in_flight: VecDeque::new(),
             };
             conn.run(header_token).await;
         })
@@ -118,13 +116,28 @@ struct Connection {
     heartbeats: u64,
     /// When this connection last sent a typing hint, per conversation.
     typing: crate::chat::socket::TypingThrottle,
-    /// Answers to position messages, in the order the messages came (that is the order the
-    /// writer applies them in, and the order their acks go out).
-    in_flight: FuturesOrdered<Answering>,
+    /// Position messages not yet answered, in the order they came (that is the order the
+    /// writer applies them in, and the order their acks go out). Only the oldest is waited
+    /// for: the writer answers in order, so the rest are ready by the time it is, and a burst
+    /// of messages costs no future or task of its own each.
+    in_flight: VecDeque<InFlight>,
 }
 
-/// The answer to a position message, once its fixes are committed.
-type Answering = Pin<Box<dyn Future<Output = Answer> + Send>>;
+/// A position message waiting for its answer.
+enum InFlight {
+    /// Known without the writer (an invalid batch, a stopped writer).
+    Ready(ServerMessage),
+    /// With the writer.
+    Queued {
+        reference: Option<String>,
+        org_id: i64,
+        subject: Subject,
+        /// Fixes in the message as sent, duplicates within it included.
+        sent: usize,
+        newest: Option<StoredFix>,
+        queued: Queued,
+    },
+}
 
 enum Answer {
     /// Known without the writer (an invalid batch, a stopped writer).
@@ -143,6 +156,49 @@ enum Answer {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// Takes the oldest position message's answer off `in_flight` if it is known; with `cx`, the
+/// task is woken when it becomes known, without it nothing is left behind.
+fn next_answer(in_flight: &mut VecDeque<InFlight>, cx: Option<&mut Context<'_>>) -> Option<Answer> {
+    let result = match in_flight.front_mut()? {
+        InFlight::Ready(_) => None,
+        InFlight::Queued { queued, .. } => Some(match cx {
+            Some(cx) => match queued.poll_committed(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return None,
+            },
+            None => queued.try_committed()?,
+        }),
+    };
+    Some(match in_flight.pop_front()? {
+        InFlight::Ready(m) => Answer::Ready(m),
+        InFlight::Queued {
+            reference,
+            org_id,
+            subject,
+            sent,
+            newest,
+            ..
+        } => Answer::Committed {
+            reference,
+            org_id,
+            subject,
+            sent,
+            newest,
+            // Always `Some` for a queued message (looked at just above).
+            result: result.unwrap_or(Err(WriteError::Stopped)),
+        },
+    })
+}
+
+/// Waits for the oldest position message's answer (pending for ever when none is in flight).
+async fn oldest_answer(in_flight: &mut VecDeque<InFlight>) -> Answer {
+    std::future::poll_fn(|cx| match next_answer(in_flight, Some(cx)) {
+        Some(a) => Poll::Ready(a),
+        None => Poll::Pending,
+    })
+    .await
 }
 
 impl Connection {
@@ -356,7 +412,7 @@ impl Connection {
                 // before its acks, and the ack should usually precede what it caused, as it
                 // did when a connection waited for each commit.
                 biased;
-                Some(answer) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                answer = oldest_answer(&mut self.in_flight), if !self.in_flight.is_empty() => {
                     self.send_answers(answer).await
                 }
                 frame = self.socket.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match frame {
@@ -517,7 +573,7 @@ impl Connection {
                     .await;
             }
         };
-        let msg = serde_json::from_str::<ClientMessage>(&text);
+        let msg = ClientMessage::parse(&text);
         // Every other answer goes out after those of the positions sent before it, as when
         // each message was answered before the next was read.
         if !matches!(msg, Ok(ClientMessage::Position { .. }))
@@ -621,33 +677,26 @@ impl Connection {
             Ok(valid) => valid,
             Err(e) => {
                 let refused = e.to_socket(ErrorCode::LocationLess, reference);
-                self.in_flight
-                    .push_back(Box::pin(std::future::ready(Answer::Ready(refused))));
+                self.in_flight.push_back(InFlight::Ready(refused));
                 return Flow::Continue;
             }
         };
         let subject = Subject::User(actor.user_id);
         let newest = newest_fix(&valid);
-        let answering: Answering = match self.state.positions.submit(subject, "app", valid).await {
-            Ok(queued) => {
-                let (org_id, sent) = (actor.org_id, fixes.len());
-                Box::pin(async move {
-                    Answer::Committed {
-                        reference,
-                        org_id,
-                        subject,
-                        sent,
-                        newest,
-                        result: queued.committed().await,
-                    }
-                })
-            }
+        let waiting = match self.state.positions.submit(subject, "app", valid).await {
+            Ok(queued) => InFlight::Queued {
+                reference,
+                org_id: actor.org_id,
+                subject,
+                sent: fixes.len(),
+                newest,
+                queued,
+            },
             Err(e) => {
-                let failed = AppError::from(e).to_socket(ErrorCode::LocationLess, reference);
-                Box::pin(std::future::ready(Answer::Ready(failed)))
+                InFlight::Ready(AppError::from(e).to_socket(ErrorCode::LocationLess, reference))
             }
         };
-        self.in_flight.push_back(answering);
+        self.in_flight.push_back(waiting);
         Flow::Continue
     }
 
@@ -667,7 +716,7 @@ impl Connection {
                 newest,
                 result: Ok(recorded),
             } => {
-                announce(&self.state, subject, org_id, newest, &recorded);
+                announce_live(&self.state, subject, org_id, newest, &recorded);
                 ServerMessage::Ack {
                     reference,
                     accepted: Some(recorded.inserted as u64),
@@ -685,7 +734,7 @@ impl Connection {
             if self.socket.feed(Message::Text(text.into())).await.is_err() {
                 return Flow::Stop;
             }
-            next = self.in_flight.next().now_or_never().flatten();
+            next = next_answer(&mut self.in_flight, None);
         }
         match self.socket.flush().await {
             Ok(()) => Flow::Continue,
@@ -695,7 +744,8 @@ impl Connection {
 
     /// Waits for every position message in flight and sends its answer.
     async fn settle(&mut self) -> Flow {
-        while let Some(answer) = self.in_flight.next().await {
+        while !self.in_flight.is_empty() {
+            let answer = oldest_answer(&mut self.in_flight).await;
             if let Flow::Stop = self.send_answers(answer).await {
                 return Flow::Stop;
             }

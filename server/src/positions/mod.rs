@@ -346,11 +346,38 @@ pub fn announce(
     recorded: &writer::Recorded,
 ) -> Vec<AreaTransition> {
     let transitions = describe(state, &recorded.transitions);
+    if state.hub.watched(org_id) {
+        publish(state, subject, org_id, newest, &transitions);
+    }
+    transitions
+}
+
+/// [`announce`] for a caller that does not need the crossings described (the socket): when
+/// nobody watches the organisation, as for most fixes, it does nothing at all.
+pub fn announce_live(
+    state: &AppState,
+    subject: Subject,
+    org_id: i64,
+    newest: Option<StoredFix>,
+    recorded: &writer::Recorded,
+) {
+    if state.hub.watched(org_id) {
+        let transitions = describe(state, &recorded.transitions);
+        publish(state, subject, org_id, newest, &transitions);
+    }
+}
+
+/// Tells the operators watching `org_id` (there are some) about the subject's new position
+/// and crossings.
+fn publish(
+    state: &AppState,
+    subject: Subject,
+    org_id: i64,
+    newest: Option<StoredFix>,
+    transitions: &[AreaTransition],
+) {
     let (_, id) = subject.key();
     let about_user = matches!(subject, Subject::User(_)).then_some(id);
-    if !state.hub.watched(org_id) {
-        return transitions;
-    }
     let is_latest = newest.filter(|n| {
         read_tracker(&state.tracker)
             .last_fix(subject.tracker_id())
@@ -374,7 +401,7 @@ pub fn announce(
             .hub
             .publish_position(org_id, about_user, &ServerMessage::Event(event));
     }
-    for t in &transitions {
+    for t in transitions {
         let event = LiveEvent::Geofence(GeofenceEvent {
             transition: if t.event == "entered" {
                 WireTransition::Entered
@@ -392,7 +419,6 @@ pub fn announce(
             .hub
             .publish_position(org_id, about_user, &ServerMessage::Event(event));
     }
-    transitions
 }
 
 /// The message telling a person they entered an area (with its advisory and security level,

@@ -31,6 +31,7 @@
 //! for the whole group, because both pass through this one task.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ const MAX_GROUP: usize = 32_768;
 /// Most fixes committed in one transaction (a request may carry up to `max_fixes_per_batch`).
 const MAX_GROUP_FIXES: usize = 131_072;
 /// Rows per multi-row statement: at 8 parameters a row this stays far below SQLite's 32,766
-/// and PostgreSQL's 65,535 bound parameters.
+/// and PostgreSQL's 65,535 bound parameters. A power of two (see [`cached_sizes`]).
 const ROWS_PER_STATEMENT: usize = 2048;
 /// Most fixes moved in the tracker per lock acquisition. At 2.6 µs a fix (BENCHMARKS.md: a
 /// million subjects, every country) a chunk's geometry is under 1 ms, and it runs under the
@@ -242,6 +243,27 @@ impl Queued {
     /// What the writer did, once the fixes' group (and its geofence messages) committed.
     pub async fn committed(self) -> Result<Recorded, WriteError> {
         self.0.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// [`Queued::committed`] if the group has committed already, without waiting (and without
+    /// leaving a waker behind).
+    pub fn try_committed(&mut self) -> Option<Result<Recorded, WriteError>> {
+        match self.0.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(WriteError::Stopped)),
+        }
+    }
+
+    /// Polls for [`Queued::committed`], so that a connection can wait for the oldest of its
+    /// queued batches in place, without a future of its own per batch.
+    pub fn poll_committed(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Recorded, WriteError>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(WriteError::Stopped)))
     }
 }
 
@@ -662,7 +684,7 @@ async fn store_group(
             Backend::Postgres => "INSERT INTO position_history ",
         };
         let mut inserted: u64 = 0;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in cached_sizes(&rows) {
             let mut qb = sqlx::QueryBuilder::new(insert);
             qb.push("(subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ");
             qb.push_values(chunk, |mut row, (s, source, f)| {
@@ -673,7 +695,7 @@ async fn store_group(
             if backend == Backend::Postgres {
                 qb.push(" ON CONFLICT (subject_kind, subject_id, recorded_at) DO NOTHING");
             }
-            inserted += qb.build().persistent(false).execute(&mut *tx).await?.rows_affected();
+            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
         }
         // The rows stored before this group are the ones received at another time: each group
         // has a `received` of its own (see `Writer::last_received`).
@@ -695,6 +717,29 @@ async fn store_group(
             }
         }
         Ok(Stored { modes, existing })
+    })
+}
+
+/// Splits `rows` into statements of [`ROWS_PER_STATEMENT`] rows, then of powers of two, largest
+/// first. A statement of each of these dozen sizes is prepared once per connection and kept in
+/// sqlx's statement cache; a statement of the group's own size would be parsed afresh for every
+/// group, at a cost that grows with its rows (6 % of the server's CPU time at one fix per
+/// message under `perf`, 2026-12-03). The price is a few more statements per group, at most one
+/// per bit of the group's size.
+fn cached_sizes<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest
+            .len()
+            .min(ROWS_PER_STATEMENT)
+            .checked_ilog2()
+            .map_or(1, |bits| 1 << bits);
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
     })
 }
 
@@ -793,4 +838,28 @@ pub async fn replay_unflushed(db: &Db) -> Result<usize, sqlx::Error> {
         upsert_latest(&mut *tx, &rows).await?;
     });
     Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_inserted_in_statements_of_a_few_sizes() {
+        assert!(ROWS_PER_STATEMENT.is_power_of_two());
+        for n in [0, 1, 2, 3, 7, 64, 1000, 2047, 2048, 2049, 5000] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = cached_sizes(&rows).collect();
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, rows, "{n}: every row once, in order");
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= ROWS_PER_STATEMENT)
+            );
+            let full = n / ROWS_PER_STATEMENT;
+            let rest = (n % ROWS_PER_STATEMENT).count_ones() as usize;
+            assert_eq!(chunks.len(), full + rest, "{n}");
+        }
+    }
 }
