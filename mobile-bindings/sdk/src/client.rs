@@ -22,12 +22,15 @@ use vigil_protocol::{
 };
 
 use crate::address::{Problem, server_base_url};
+use crate::clock::Clock;
 use crate::on_device::OnDevice;
 use crate::store::{ItemKind, Store};
 use crate::{Event, SdkError, TokenKeeper};
 
 /// The store's key for the refresh token when the app keeps none itself.
 const REFRESH_TOKEN: &str = "refresh_token";
+/// The store's key for the learned offset of the server's clock from the phone's.
+const CLOCK_OFFSET: &str = "clock_offset_ms";
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Items sent per round while draining the outbox.
@@ -59,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) on_device: Mutex<OnDevice>,
     /// One hand-over at a time, so that the app never gets a message twice.
     handing: tokio::sync::Mutex<()>,
+    /// The phone's clock and its offset from the server's.
+    pub(crate) clock: Clock,
 }
 
 /// A phone's Vigil client; cheap to clone.
@@ -91,6 +96,10 @@ impl Client {
             Some(k) => k.load().map_err(SdkError::Secrets)?,
             None => store.get(REFRESH_TOKEN).await?,
         };
+        let offset = store
+            .get(CLOCK_OFFSET)
+            .await?
+            .and_then(|v| v.parse::<i64>().ok());
         let tokens = kept.map(|refresh_token| Tokens {
             access_token: String::new(),
             refresh_token,
@@ -108,6 +117,7 @@ impl Client {
                 keeper,
                 on_device: Mutex::new(OnDevice::default()),
                 handing: tokio::sync::Mutex::new(()),
+                clock: Clock::new(offset),
             }),
         })
     }
@@ -200,7 +210,41 @@ impl Client {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        read_json(req.send().await).await
+        read_json(self.observed(req.send().await).await?).await
+    }
+
+    /// A server answer, its `Date` noted to learn how far off the phone's clock is.
+    async fn observed(
+        &self,
+        sent: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, SdkError> {
+        let resp = sent.map_err(|e| SdkError::Network(e.to_string()))?;
+        if let Some(offset) = self.inner.clock.observe(resp.headers()) {
+            // Kept so that fixes recorded offline after a restart are still put right; an
+            // unkept offset only costs that, so the answer is not failed for it.
+            if let Err(e) = self
+                .inner
+                .store
+                .set(CLOCK_OFFSET, &offset.to_string())
+                .await
+            {
+                tracing::warn!(error = %e, "clock offset not kept");
+            }
+        }
+        Ok(resp)
+    }
+
+    /// The server's time as this phone best knows it: its own clock put right by the offset
+    /// learned from the server's answers. Stamp fixes with it when the operating system gives
+    /// none.
+    pub fn now(&self) -> vigil_protocol::Timestamp {
+        vigil_protocol::Timestamp(self.inner.clock.now())
+    }
+
+    /// Makes the phone's clock read `ms` off from the real time, for tests and field
+    /// diagnostics of a phone whose clock is wrong; 0 restores it.
+    pub fn set_device_clock_error(&self, ms: i64) {
+        self.inner.clock.set_device_error(ms);
     }
 
     /// Sends a request as the signed-in person, refreshing the access token once if it expired.
@@ -220,7 +264,7 @@ impl Client {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            read_json(req.send().await).await
+            read_json(self.observed(req.send().await).await?).await
         };
         match attempt(self.access_token().await?).await {
             Err(SdkError::Server(p)) if p.needs_login() => attempt(self.refresh().await?).await,
@@ -283,6 +327,12 @@ impl Client {
 
     /// Records a fix; it is sent when the phone is connected (newest first).
     pub async fn record_fix(&self, fix: Fix) -> Result<(), SdkError> {
+        // Put right now, while the phone's clock at the time of the fix is known: sent hours
+        // off, it would be refused (future) or taken as a stale position (past).
+        let fix = Fix {
+            recorded_at: vigil_protocol::Timestamp(self.inner.clock.fix_time(fix.recorded_at.0)),
+            ..fix
+        };
         let body = serde_json::to_string(&fix).map_err(|e| SdkError::Protocol(e.to_string()))?;
         let (_, dropped) = self
             .inner
@@ -310,7 +360,11 @@ impl Client {
     /// Queues a chat message; returns its client id, with which a resend after a lost answer
     /// is stored once by the server.
     pub async fn send_chat(&self, conversation_id: i64, body: &str) -> Result<String, SdkError> {
-        let client_id = format!("{:016x}{:08x}", now_ms(), rand::thread_rng().r#gen::<u32>());
+        let client_id = format!(
+            "{:016x}{:08x}",
+            self.inner.clock.now(),
+            rand::thread_rng().r#gen::<u32>()
+        );
         self.queue(ClientMessage::ChatSend {
             reference: None,
             conversation_id,
@@ -337,7 +391,11 @@ impl Client {
         });
         self.inner
             .store
-            .push(ItemKind::Request, &request.to_string(), now_ms())
+            .push(
+                ItemKind::Request,
+                &request.to_string(),
+                self.inner.clock.now(),
+            )
             .await?;
         self.inner.outbox.notify_one();
         Ok(())
@@ -362,9 +420,8 @@ impl Client {
                 .bearer_auth(token)
                 .json(&request.body)
                 .send()
-                .await
-                .map_err(|e| SdkError::Network(e.to_string()))?;
-            Ok::<_, SdkError>(sent.status().as_u16())
+                .await;
+            Ok::<_, SdkError>(self.observed(sent).await?.status().as_u16())
         };
         let mut status = attempt(self.access_token().await?).await?;
         if status == 401 {
@@ -382,7 +439,7 @@ impl Client {
         let body = serde_json::to_string(&msg).map_err(|e| SdkError::Protocol(e.to_string()))?;
         self.inner
             .store
-            .push(ItemKind::Message, &body, now_ms())
+            .push(ItemKind::Message, &body, self.inner.clock.now())
             .await?;
         self.inner.outbox.notify_one();
         Ok(())
@@ -722,10 +779,7 @@ fn backoff(failures: u32) -> Duration {
     base.mul_f64(1.0 + jitter)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    sent: Result<reqwest::Response, reqwest::Error>,
-) -> Result<T, SdkError> {
-    let resp = sent.map_err(|e| SdkError::Network(e.to_string()))?;
+async fn read_json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, SdkError> {
     let status = resp.status().as_u16();
     let bytes = resp
         .bytes()
@@ -735,10 +789,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         return Err(SdkError::Server(Problem::from_body(status, &bytes)));
     }
     serde_json::from_slice(&bytes).map_err(|e| SdkError::Protocol(e.to_string()))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    vigil_protocol::Timestamp::now().0
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 pub mod address;
 mod client;
+mod clock;
 pub mod geofence;
 mod on_device;
 pub mod store;

@@ -58,7 +58,7 @@ impl Client {
         let events = {
             let mut state = self.lock_on_device();
             state.places = places;
-            state.changes(crate::client::now_ms())
+            state.changes(self.inner.clock.now())
         };
         for e in events {
             self.emit(e);
@@ -72,7 +72,7 @@ impl Client {
         let (events, now) = {
             let mut state = self.lock_on_device();
             state.here = Some((lat, lon));
-            let events = state.changes(crate::client::now_ms());
+            let events = state.changes(self.inner.clock.now());
             (events, state.told.clone())
         };
         for e in events {
@@ -86,11 +86,9 @@ impl Client {
     pub fn watch_regions(&self, limit: usize) -> Vec<WatchRegion> {
         let state = self.lock_on_device();
         match state.here {
-            Some((lat, lon)) => {
-                state
-                    .places
-                    .watch_regions(lat, lon, crate::client::now_ms(), limit)
-            }
+            Some((lat, lon)) => state
+                .places
+                .watch_regions(lat, lon, self.inner.clock.now(), limit),
             None => Vec::new(),
         }
     }

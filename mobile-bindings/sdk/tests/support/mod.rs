@@ -22,6 +22,10 @@ pub struct Server {
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
     pg: Option<(String, String)>,
+    /// What it was started with, to start it again on the same database.
+    settings: Settings,
+    /// The serving task, joined when the server is stopped.
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -52,6 +56,11 @@ impl Drop for Server {
 /// Starts the server; `None` (loudly, or failing under `VIGIL_TEST_REQUIRE_ALL=1`) when
 /// PostgreSQL is asked for and not configured.
 pub async fn server(postgres: bool) -> Option<Server> {
+    server_with(postgres, |_| {}).await
+}
+
+/// As [`server`], with `tweak` applied to its settings first.
+pub async fn server_with(postgres: bool, tweak: impl FnOnce(&mut Settings)) -> Option<Server> {
     let dir = tempfile::tempdir().expect("dir");
     let mut settings = Settings {
         database_url: format!("sqlite://{}/vigil.db", dir.path().display()),
@@ -84,26 +93,43 @@ pub async fn server(postgres: bool) -> Option<Server> {
         settings.db_max_connections = 5;
         pg = Some((admin, name));
     }
-    let state = vigil_server::start(settings).await.expect("server starts");
+    tweak(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = state.clone();
-    tokio::spawn(async move {
-        let _ = vigil_server::serve(serving, listener, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let (state, stop, serving) = serve(&settings, listener).await;
     Some(Server {
         url,
         state,
         _dir: dir,
         _stop: stop,
         pg,
+        settings,
+        serving: Some(serving),
     })
+}
+
+async fn serve(
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+) -> (
+    vigil_server::AppState,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let state = vigil_server::start(settings.clone())
+        .await
+        .expect("server starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = state.clone();
+    let task = tokio::spawn(async move {
+        let _ = vigil_server::serve(serving, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    (state, stop, task)
 }
 
 fn rand_suffix() -> u64 {
@@ -113,6 +139,35 @@ fn rand_suffix() -> u64 {
 }
 
 impl Server {
+    /// Stops the server as a deploy or a crash-restart would: it closes every connection, writes
+    /// what it holds and closes its database; returns once it has.
+    pub async fn stop(&mut self) {
+        let (spare, _) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut self._stop, spare).send(());
+        if let Some(task) = self.serving.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("the server stopped")
+                .expect("the server's task");
+        }
+    }
+
+    /// Starts the stopped server again on the same database and the same address, so that
+    /// phones find it at the URL they know.
+    pub async fn restart(&mut self) {
+        assert!(self.serving.is_none(), "stop the server first");
+        let addr = self.url.trim_start_matches("http://").to_string();
+        // The port was just released: an attempt can meet it still held by the old socket.
+        let listener = eventually("the port is free again", async || {
+            tokio::net::TcpListener::bind(&addr).await.ok()
+        })
+        .await;
+        let (state, stop, serving) = serve(&self.settings, listener).await;
+        self.state = state;
+        self._stop = stop;
+        self.serving = Some(serving);
+    }
+
     pub async fn person(&self, org: i64, role: Role) -> (i64, String) {
         let email = format!("p{}x{}@test.example", std::process::id(), rand_suffix());
         let person = NewPerson {
