@@ -241,11 +241,7 @@ async fn a_phone_clock_hours_off_still_stores_fixes_at_the_right_time(srv: Serve
         .receipt(id, AlertReceiptState::Acknowledged)
         .await
         .expect("receipt");
-    eventually("the acknowledgement reached the ledger", async || {
-        let rows = adviser.get(&format!("/alerts/{id}/recipients")).await;
-        (rows[0]["state"] == "acknowledged").then_some(())
-    })
-    .await;
+    support::until_acknowledged(&adviser, id).await;
     assert_eq!(
         keeper.saves.load(Ordering::SeqCst),
         1,
@@ -276,18 +272,7 @@ async fn a_slow_clock_refreshes_when_the_server_says_the_token_expired(srv: Serv
     phone.set_device_clock_error(-THREE_HOURS);
     phone.login(&email, PASSWORD).await.expect("login");
     // A token issued after the phone's: once the server refuses it, the phone's has expired.
-    let probe = srv.login(&email).await;
-    eventually("the access tokens expired on the server", async || {
-        let r = probe
-            .http
-            .get(format!("{}/api/v1/me/alert-areas", probe.url))
-            .bearer_auth(&probe.token)
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 401).then_some(())
-    })
-    .await;
+    until_tokens_expire(&srv, &email, "the access tokens expired on the server").await;
     assert_eq!(keeper.saves.load(Ordering::SeqCst), 1);
     phone
         .alert_areas()
@@ -299,18 +284,7 @@ async fn a_slow_clock_refreshes_when_the_server_says_the_token_expired(srv: Serv
         "exactly one refresh"
     );
     // The fresh token expires in turn; the socket's hello meets the same refusal and refreshes.
-    let probe = srv.login(&email).await;
-    eventually("the refreshed token expired too", async || {
-        let r = probe
-            .http
-            .get(format!("{}/api/v1/me/alert-areas", probe.url))
-            .bearer_auth(&probe.token)
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 401).then_some(())
-    })
-    .await;
+    until_tokens_expire(&srv, &email, "the refreshed token expired too").await;
     let seen = Seen::of(&phone);
     let task = phone.start();
     seen.until("connected", 1, connected).await;
@@ -600,3 +574,20 @@ on_both!(
     a_slow_clock_refreshes_when_the_server_says_the_token_expired with
         |s: &mut vigil_server::Settings| s.access_token_ttl_secs = 1
 );
+
+/// Signs in afresh and waits until the server refuses that token: any token issued before it
+/// has expired by then.
+async fn until_tokens_expire(srv: &Server, email: &str, what: &str) {
+    let probe = srv.login(email).await;
+    eventually(what, async || {
+        let r = probe
+            .http
+            .get(format!("{}/api/v1/me/alert-areas", probe.url))
+            .bearer_auth(&probe.token)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 401).then_some(())
+    })
+    .await;
+}

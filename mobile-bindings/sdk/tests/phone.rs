@@ -101,11 +101,7 @@ async fn a_tracked_phone_offline_then_killed_delivers_its_fixes_gets_the_alert_a
         .receipt(id, AlertReceiptState::Acknowledged)
         .await
         .expect("receipt");
-    eventually("the acknowledgement reached the ledger", async || {
-        let rows = adviser.get(&format!("/alerts/{id}/recipients")).await;
-        (rows[0]["state"] == "acknowledged").then_some(())
-    })
-    .await;
+    support::until_acknowledged(&adviser, id).await;
     phone.stop();
     let _ = task.await;
 }

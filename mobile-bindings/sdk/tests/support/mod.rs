@@ -277,6 +277,15 @@ pub fn alert(target: Value) -> Value {
         "severity": "severe", "target": target})
 }
 
+/// Waits until the alert's ledger shows its first recipient's acknowledgement.
+pub async fn until_acknowledged(adviser: &Adviser, alert_id: i64) {
+    eventually("the acknowledgement reached the ledger", async || {
+        let rows = adviser.get(&format!("/alerts/{alert_id}/recipients")).await;
+        (rows[0]["state"] == "acknowledged").then_some(())
+    })
+    .await;
+}
+
 /// Polls `check` until it answers (each try is cheap), for up to [`PATIENCE`].
 pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + PATIENCE;
