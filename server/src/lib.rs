@@ -35,6 +35,8 @@ pub mod metrics;
 pub mod node_lock;
 pub mod openapi;
 pub mod orgs;
+#[cfg(test)]
+mod parser_props;
 pub mod policy;
 pub mod positions;
 pub mod push;

@@ -180,11 +180,11 @@ fn finish(outcome: AppResult<Response>) -> Response {
 }
 
 /// One fix as a tracker sent it, before checks.
-struct TrackerFix {
-    lat: f64,
-    lon: f64,
-    accuracy_m: Option<f64>,
-    recorded_at_ms: i64,
+pub(crate) struct TrackerFix {
+    pub(crate) lat: f64,
+    pub(crate) lon: f64,
+    pub(crate) accuracy_m: Option<f64>,
+    pub(crate) recorded_at_ms: i64,
 }
 
 /// The app's names for latitude, longitude, accuracy and time, so that problems point at the

@@ -159,7 +159,7 @@ fn query_fix<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> AppResult<TrackerFix
 }
 
 /// Reads a fix from Traccar Client's JSON.
-fn json_fix(m: &Value) -> AppResult<TrackerFix> {
+pub(crate) fn json_fix(m: &Value) -> AppResult<TrackerFix> {
     let mut issues = Vec::new();
     let location = match m.get("location") {
         Some(l @ Value::Object(_)) => l,
@@ -253,7 +253,7 @@ fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (a query string or a form body).
-fn parse_form(text: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_form(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {

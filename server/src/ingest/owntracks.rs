@@ -102,7 +102,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> AppResult
 }
 
 /// Reads `lat`, `lon`, `tst` (required) and `acc` (left out by the app when zero).
-fn read_fix(m: &Value) -> AppResult<TrackerFix> {
+pub(crate) fn read_fix(m: &Value) -> AppResult<TrackerFix> {
     let mut issues = Vec::new();
     let mut required = |key: &str, what: &str| {
         let v = number(m.get(key)).filter(|v| v.is_finite());

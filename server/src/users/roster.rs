@@ -75,9 +75,9 @@ pub struct RosterReport {
 
 /// One row as read, before checking; `at` says where it came from.
 #[derive(Debug, Default)]
-struct RawRow {
-    at: String,
-    fields: HashMap<String, String>,
+pub(crate) struct RawRow {
+    pub(crate) at: String,
+    pub(crate) fields: HashMap<String, String>,
 }
 
 /// One checked row.
@@ -219,7 +219,7 @@ async fn actor_email(state: &AppState, actor: &Actor) -> AppResult<String> {
     )
 }
 
-fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
+pub(crate) fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -276,7 +276,7 @@ fn read_csv(body: &[u8]) -> AppResult<Vec<RawRow>> {
     }
 }
 
-fn read_json(body: &[u8]) -> AppResult<Vec<RawRow>> {
+pub(crate) fn read_json(body: &[u8]) -> AppResult<Vec<RawRow>> {
     let items: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)
         .map_err(|e| AppError::invalid("body", format!("expected a JSON array of objects: {e}")))?;
     let mut rows = Vec::with_capacity(items.len());
