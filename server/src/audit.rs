@@ -101,17 +101,17 @@ where
     for<'q> &'q str: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
     for<'r> (i64, String): sqlx::FromRow<'r, <C::Database as sqlx::Database>::Row>,
 {
+    // One statement takes the next place: a new chain starts at 1 after the genesis hash; an
+    // existing head is bumped, and still holds the hash of the entry before.
     let chain = fields.chain();
-    sqlx::query("INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
-        .bind(chain)
-        .bind(GENESIS)
-        .execute(&mut *conn)
-        .await?;
-    let (seq, prev): (i64, String) =
-        sqlx::query_as("UPDATE audit_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash")
-            .bind(chain)
-            .fetch_one(&mut *conn)
-            .await?;
+    let (seq, prev): (i64, String) = sqlx::query_as(
+        "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 1, $2) \
+         ON CONFLICT (chain) DO UPDATE SET seq = audit_heads.seq + 1 RETURNING seq, hash",
+    )
+    .bind(chain)
+    .bind(GENESIS)
+    .fetch_one(&mut *conn)
+    .await?;
     let hash = fields.hash(&prev, seq);
     sqlx::query("UPDATE audit_heads SET hash = $1 WHERE chain = $2")
         .bind(hash.as_str())
@@ -343,15 +343,11 @@ async fn export(
     actor: Actor,
     Path(org_id): Path<i64>,
 ) -> AppResult<axum::response::Response> {
-    use axum::http::header;
-    use axum::response::IntoResponse;
     authorize(&actor, Action::ViewOrgReports { org_id })?;
     let rows: Vec<StoredEntry> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {STORED_COLUMNS} FROM audit_log WHERE org_id = $1 ORDER BY chain_seq, id")))
         .bind(org_id).fetch_all(pool).await?);
-    let csv_error = |e: csv::Error| crate::error::AppError::Internal(e.into());
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let mut csv = crate::export::Csv::new([
         "id",
         "at",
         "at_ms",
@@ -363,11 +359,10 @@ async fn export(
         "chain_seq",
         "prev_hash",
         "hash",
-    ])
-    .map_err(csv_error)?;
+    ])?;
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
-        w.write_record([
+        csv.row([
             r.id.to_string(),
             Timestamp(r.at).to_rfc3339(),
             r.at.to_string(),
@@ -379,23 +374,9 @@ async fn export(
             opt(r.chain_seq),
             r.prev_hash.unwrap_or_default(),
             r.hash.unwrap_or_default(),
-        ])
-        .map_err(csv_error)?;
+        ])?;
     }
-    let body = w
-        .into_inner()
-        .map_err(|e| crate::error::AppError::Internal(anyhow::anyhow!("csv: {e}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"audit-{org_id}.csv\""),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    csv.attachment(&format!("audit-{org_id}.csv"))
 }
 
 /// Recomputes the organisation's audit chain and says whether it holds.

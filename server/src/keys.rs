@@ -205,24 +205,12 @@ impl KeyRing {
     }
 }
 
-/// Re-reads the keys every `key_reload_secs`, so that a rotation reaches every node.
+/// Re-reads the keys every `key_reload_secs`, so that a rotation reaches every node. A failed
+/// read keeps the keys in memory in force: it must not stop the signing.
 pub fn spawn_reload(state: &crate::AppState) {
-    let state = state.clone();
-    let stop = state.shutdown.clone();
-    tokio::spawn(async move {
-        let every = std::time::Duration::from_secs(state.settings.key_reload_secs.max(1));
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = stop.cancelled() => return,
-            }
-            if let Err(e) = state.keys.reload(&state.db, now_ms()).await {
-                // The keys in memory stay in force: a failed read must not stop the signing.
-                tracing::error!(error = %e, "re-reading the signing keys failed");
-            }
-        }
+    let period = std::time::Duration::from_secs(state.settings.key_reload_secs.max(1));
+    crate::sweeper::every(state, "key reload", period, |state| async move {
+        state.keys.reload(&state.db, now_ms()).await.map(|()| 0)
     });
 }
 

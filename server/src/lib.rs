@@ -27,6 +27,7 @@ pub mod db;
 pub mod demo;
 pub mod duty_stations;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod ingest;
 pub mod keys;

@@ -1,5 +1,6 @@
-//! Background sweeps over rows that fall due (alert fallbacks, roll-call reminders): once a
-//! second, claim and work batches until fewer than a full batch are due, until shutdown.
+//! Background work until shutdown: sweeps over rows that fall due (alert fallbacks, roll-call
+//! reminders), once a second in batches, and housekeeping at a fixed period (retention,
+//! pruning, re-reading keys).
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +33,34 @@ where
                         break;
                     }
                 }
+            }
+        }
+    });
+}
+
+/// Runs `job` every `period` (the first time at once) until the server shuts down; a failure
+/// is logged under `name` and the job runs again at the next period. `job` answers how many
+/// rows it changed, logged when not zero.
+pub fn every<F, Fut, E>(state: &AppState, name: &'static str, period: Duration, job: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<u64, E>> + Send,
+    E: std::fmt::Display,
+{
+    let state = state.clone();
+    let tasks = state.background.tasks.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match job(state.clone()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, job = name, "housekeeping done"),
+                Err(e) => tracing::error!(error = %e, job = name, "housekeeping failed"),
             }
         }
     });

@@ -128,27 +128,24 @@ enum InFlight {
     /// Known without the writer (an invalid batch, a stopped writer).
     Ready(ServerMessage),
     /// With the writer.
-    Queued {
-        reference: Option<String>,
-        org_id: i64,
-        subject: Subject,
-        /// Fixes in the message as sent, duplicates within it included.
-        sent: usize,
-        newest: Option<StoredFix>,
-        queued: Queued,
-    },
+    Queued { message: SentFixes, queued: Queued },
+}
+
+/// What the answer to a position message needs to know of it.
+struct SentFixes {
+    reference: Option<String>,
+    org_id: i64,
+    subject: Subject,
+    /// Fixes in the message as sent, duplicates within it included.
+    sent: usize,
+    newest: Option<StoredFix>,
 }
 
 enum Answer {
     /// Known without the writer (an invalid batch, a stopped writer).
     Ready(ServerMessage),
     Committed {
-        reference: Option<String>,
-        org_id: i64,
-        subject: Subject,
-        /// Fixes in the message as sent, duplicates within it included.
-        sent: usize,
-        newest: Option<StoredFix>,
+        message: SentFixes,
         result: Result<Recorded, WriteError>,
     },
 }
@@ -173,19 +170,8 @@ fn next_answer(in_flight: &mut VecDeque<InFlight>, cx: Option<&mut Context<'_>>)
     };
     Some(match in_flight.pop_front()? {
         InFlight::Ready(m) => Answer::Ready(m),
-        InFlight::Queued {
-            reference,
-            org_id,
-            subject,
-            sent,
-            newest,
-            ..
-        } => Answer::Committed {
-            reference,
-            org_id,
-            subject,
-            sent,
-            newest,
+        InFlight::Queued { message, .. } => Answer::Committed {
+            message,
             // Always `Some` for a queued message (looked at just above).
             result: result.unwrap_or(Err(WriteError::Stopped)),
         },
@@ -685,11 +671,13 @@ impl Connection {
         let newest = newest_fix(&valid);
         let waiting = match self.state.positions.submit(subject, "app", valid).await {
             Ok(queued) => InFlight::Queued {
-                reference,
-                org_id: actor.org_id,
-                subject,
-                sent: fixes.len(),
-                newest,
+                message: SentFixes {
+                    reference,
+                    org_id: actor.org_id,
+                    subject,
+                    sent: fixes.len(),
+                    newest,
+                },
                 queued,
             },
             Err(e) => {
@@ -704,18 +692,20 @@ impl Connection {
         match answer {
             Answer::Ready(m) => m,
             Answer::Committed {
-                reference,
+                message,
                 result: Err(e),
-                ..
-            } => AppError::from(e).to_socket(ErrorCode::LocationLess, reference),
+            } => AppError::from(e).to_socket(ErrorCode::LocationLess, message.reference),
             Answer::Committed {
-                reference,
-                org_id,
-                subject,
-                sent,
-                newest,
+                message,
                 result: Ok(recorded),
             } => {
+                let SentFixes {
+                    reference,
+                    org_id,
+                    subject,
+                    sent,
+                    newest,
+                } = message;
                 announce_live(&self.state, subject, org_id, newest, &recorded);
                 ServerMessage::Ack {
                     reference,

@@ -76,25 +76,16 @@ async fn lock(state: &AppState, email: &str, now: i64) -> AppResult<i64> {
 /// Drops rows nobody has tried for a lockout period, hourly, so that guessing at random
 /// addresses cannot grow the table without end.
 pub fn spawn_pruning(state: &AppState) {
-    let state = state.clone();
-    let stop = state.shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = stop.cancelled() => return,
-            }
+    crate::sweeper::every(
+        state,
+        "login attempt pruning",
+        std::time::Duration::from_secs(3600),
+        |state| async move {
             let keep = i64::try_from(state.settings.login_lockout_secs).unwrap_or(900) * 1000;
             let now = now_ms();
-            let pruned = on_writer!(&state.db, pool => sqlx::query(
+            on_writer!(&state.db, pool => sqlx::query(
                 "DELETE FROM login_attempts WHERE last_attempt_at < $1 AND (locked_until IS NULL OR locked_until < $2)")
-                .bind(now - keep).bind(now).execute(pool).await.map(|r| r.rows_affected()));
-            match pruned {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "forgot old login attempts"),
-                Err(e) => tracing::error!(error = %e, "pruning login attempts failed"),
-            }
-        }
-    });
+                .bind(now - keep).bind(now).execute(pool).await.map(|r| r.rows_affected()))
+        },
+    );
 }

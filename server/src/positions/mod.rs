@@ -802,23 +802,13 @@ pub fn spawn_validity_watch(state: &AppState) {
 
 /// Deletes fixes older than the retention period, now and then every hour.
 pub fn spawn_retention(state: &AppState) {
-    let writer = state.positions.clone();
     let days = i64::try_from(state.settings.position_retention_days).unwrap_or(14);
-    let stop = state.shutdown.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = stop.cancelled() => return,
-            }
-            match writer.expire(now_ms() - days * 86_400_000).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "expired position history"),
-                Err(e) => tracing::error!(error = %e, "position retention failed"),
-            }
-        }
-    });
+    crate::sweeper::every(
+        state,
+        "position retention",
+        std::time::Duration::from_secs(3600),
+        move |state| async move { state.positions.expire(now_ms() - days * 86_400_000).await },
+    );
 }
 
 #[cfg(test)]

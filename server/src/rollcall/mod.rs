@@ -21,8 +21,8 @@ mod reminders;
 
 use crate::stream::{PersonSet, SetParam, store_for_set};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -576,8 +576,7 @@ async fn export(
     followed(&state, &actor, id).await?;
     let rows: Vec<PersonRow> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{PEOPLE_SELECT} WHERE p.rollcall_id = $1 ORDER BY name, p.user_id, p.dependant_id"))).bind(id).fetch_all(pool).await?);
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let header_row = [
+    let mut csv = crate::export::Csv::new([
         "user_id",
         "dependant_id",
         "name",
@@ -594,9 +593,7 @@ async fn export(
         "delivered_at",
         "reminders_sent",
         "sms_sent",
-    ];
-    let csv_error = |e: csv::Error| AppError::Internal(e.into());
-    w.write_record(header_row).map_err(csv_error)?;
+    ])?;
     let ts = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
     let opt = |v: Option<String>| v.unwrap_or_default();
     for p in rows {
@@ -605,7 +602,7 @@ async fn export(
         } else {
             p.status
         };
-        w.write_record([
+        csv.row([
             p.user_id.to_string(),
             p.dependant_id.to_string(),
             p.name,
@@ -622,21 +619,9 @@ async fn export(
             ts(p.delivered_at),
             p.reminders_sent.to_string(),
             p.sms_sent.to_string(),
-        ])
-        .map_err(csv_error)?;
+        ])?;
     }
-    let body = w
-        .into_inner()
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("csv: {e}")))?;
-    let name = format!("attachment; filename=\"rollcall-{id}.csv\"");
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, name),
-        ],
-        body,
-    )
-        .into_response())
+    csv.attachment(&format!("rollcall-{id}.csv"))
 }
 
 /// Roll-calls asked of the caller (open ones first), with their own and their dependants' rows.

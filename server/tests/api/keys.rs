@@ -162,7 +162,7 @@ async fn a_rotation_keeps_sessions_and_retires_the_old_key_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_published_for_later_verifies_before_it_signs() {
+async fn a_key_published_for_later_is_in_the_jwks_but_does_not_sign_yet() {
     let Some(srv) = TestServer::start_with(Backend::Sqlite, |s| s.key_reload_secs = 1).await else {
         return;
     };
