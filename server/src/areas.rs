@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_geofences::{Area, AreaIndex, AreaKind, SecurityLevel, Shape, Tracker};
 
+use crate::cluster::Track;
 use crate::db::{Db, Timestamp, now_ms};
 use crate::error::{AppError, AppResult, Issue, Json, Path, Query};
 use crate::policy::{Action, Actor, authorize};
@@ -388,6 +389,23 @@ pub fn read_tracker(tracker: &SharedTracker) -> std::sync::RwLockReadGuard<'_, T
     tracker.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Reads an area that another node of the cluster created, changed or deleted into this
+/// node's tracker. Crossings it causes were stored by that node; here they are only applied.
+pub async fn reload(state: &AppState, id: i64) -> AppResult<()> {
+    let row: Option<AreaRow> = on_reader!(&state.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {AREA_COLUMNS} FROM areas WHERE id = $1"))).bind(id).fetch_optional(pool).await?);
+    let area = row
+        .map(|r| to_area(&r))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("stored area {id}: {e}"))?;
+    let mut t = write_tracker(&state.tracker);
+    match area {
+        Some(area) => drop(t.upsert_area(area, now_ms())),
+        None => drop(t.remove_area(id)),
+    }
+    Ok(())
+}
+
 async fn fetch_row(db: &Db, id: i64) -> AppResult<AreaRow> {
     let row: Option<AreaRow> = on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(
         format!("SELECT {AREA_COLUMNS} FROM areas WHERE id = $1"))).bind(id).fetch_optional(pool).await?);
@@ -467,6 +485,11 @@ async fn create(
         },
     )?;
     let saved = save(&state.db, &state.tracker, input, None, Some(actor.user_id)).await?;
+    if let Some(geojson::feature::Id::Number(id)) = &saved.id
+        && let Some(id) = id.as_i64()
+    {
+        state.cluster.track(Track::Area { id });
+    }
     Ok((StatusCode::CREATED, GeoJson(saved)))
 }
 
@@ -502,16 +525,16 @@ async fn replace(
             "an area cannot be its own parent",
         ));
     }
-    Ok(GeoJson(
-        save(
-            &state.db,
-            &state.tracker,
-            input,
-            Some(id),
-            Some(actor.user_id),
-        )
-        .await?,
-    ))
+    let saved = save(
+        &state.db,
+        &state.tracker,
+        input,
+        Some(id),
+        Some(actor.user_id),
+    )
+    .await?;
+    state.cluster.track(Track::Area { id });
+    Ok(GeoJson(saved))
 }
 
 /// Delete an area (refused while other areas name it as their parent).
@@ -553,5 +576,6 @@ async fn delete(
         ),
         _ => AppError::from(e),
     })?;
+    state.cluster.track(Track::Area { id });
     Ok(StatusCode::NO_CONTENT)
 }

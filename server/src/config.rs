@@ -53,6 +53,20 @@ pub struct Settings {
     /// How often the newest fix of each moved subject is written to `last_positions`
     /// (write-behind, milliseconds); after a crash they are restored from the history.
     pub position_flush_ms: u64,
+    /// NATS server (`nats://host:4222`): set with a `postgres://` database, this server is one
+    /// node of a cluster. Empty: a single node.
+    pub nats_url: String,
+    /// This node's name in a cluster, unique per node; empty: the host name and port.
+    pub node_id: String,
+    /// Name shared by the nodes of one cluster, prefixing its NATS subjects and stream; empty:
+    /// the database's name, so clusters on different databases never mix.
+    pub cluster_name: String,
+    /// How often a cluster node compares its sockets' streams with storage, so that a
+    /// message whose hint was lost still arrives.
+    pub cluster_converge_secs: u64,
+    /// How long a cluster node's hold on singleton work (sweeps, reminders, retention) lasts
+    /// unrenewed: a node that dies hands it on within this time.
+    pub lease_secs: u64,
     /// How often the server pings each WebSocket and re-checks its session and roles; three
     /// silent intervals close the connection.
     pub ws_heartbeat_secs: u64,
@@ -200,6 +214,11 @@ impl Default for Settings {
             position_retention_days: 14,
             max_fixes_per_batch: 1000,
             position_flush_ms: 1000,
+            nats_url: String::new(),
+            node_id: String::new(),
+            cluster_name: String::new(),
+            cluster_converge_secs: 5,
+            lease_secs: 10,
             ws_heartbeat_secs: 25,
             area_validity_check_secs: 30,
             alert_default_expiry_hours: 24,
@@ -344,6 +363,11 @@ impl fmt::Debug for Settings {
             .field("position_retention_days", &self.position_retention_days)
             .field("max_fixes_per_batch", &self.max_fixes_per_batch)
             .field("position_flush_ms", &self.position_flush_ms)
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("node_id", &self.node_id)
+            .field("cluster_name", &self.cluster_name)
+            .field("cluster_converge_secs", &self.cluster_converge_secs)
+            .field("lease_secs", &self.lease_secs)
             .field("ws_heartbeat_secs", &self.ws_heartbeat_secs)
             .field("area_validity_check_secs", &self.area_validity_check_secs)
             .field(

@@ -26,7 +26,14 @@ async fn ready(State(state): State<AppState>) -> axum::response::Response {
         );
     }
     if state.db.ping().await {
-        "ready".into_response()
+        match state.cluster.unready() {
+            None => "ready".into_response(),
+            Some(why) => problem_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this cluster node is not ready: {why}"),
+                vec![],
+            ),
+        }
     } else {
         problem_response(
             StatusCode::SERVICE_UNAVAILABLE,

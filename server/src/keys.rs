@@ -209,7 +209,7 @@ impl KeyRing {
 /// read keeps the keys in memory in force: it must not stop the signing.
 pub fn spawn_reload(state: &crate::AppState) {
     let period = std::time::Duration::from_secs(state.settings.key_reload_secs.max(1));
-    crate::sweeper::every(state, "key reload", period, |state| async move {
+    crate::sweeper::every_node(state, "key reload", period, |state| async move {
         state.keys.reload(&state.db, now_ms()).await.map(|()| 0)
     });
 }

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod batch;
 pub mod cap;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -108,6 +109,8 @@ pub struct AppState {
     pub sms: sms::Sms,
     /// The FCM and APNs senders for native apps (either possibly off).
     pub native_push: push::NativePush,
+    /// This node's place in a cluster (nothing on a single node).
+    pub cluster: cluster::Cluster,
 }
 
 /// The server's background tasks: `serve` joins every one before it returns.
@@ -122,6 +125,9 @@ pub struct Background {
 
 /// Opens the database, applies migrations and loads (or makes) the keys.
 pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
+    let metrics = Arc::new(Metrics::default());
+    // Before the database: an SQLite cluster is refused before anything is touched.
+    let cluster = cluster::Cluster::join(&settings, &metrics.cluster).await?;
     let db = Db::connect_with(
         &settings.database_url,
         settings.db_max_connections,
@@ -157,6 +163,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
             db.clone(),
             tracker.clone(),
             hub.clone(),
+            cluster.clone(),
             Duration::from_millis(settings.position_flush_ms),
         ),
         ledger: alerts::LedgerWriter::spawn(db.clone(), hub.clone(), &background),
@@ -175,12 +182,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
         db,
         settings: Arc::new(settings),
         keys: Arc::new(KeyRing::new(keys)),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         shutdown: CancellationToken::new(),
         background,
         push: pusher,
         sms: sms_gateway,
         native_push,
+        cluster,
     };
     state.db.spawn_checkpointer(state.shutdown.clone());
     positions::spawn_retention(&state);
@@ -190,6 +198,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<AppState> {
     alerts::fallback::spawn(&state);
     rollcall::spawn_reminders(&state);
     chat::spawn_fanout_sweep(&state);
+    cluster::Cluster::start(&state);
     Ok(state)
 }
 
@@ -253,6 +262,7 @@ pub async fn serve(
     let db = state.db.clone();
     let positions = state.positions.clone();
     let background = state.background.clone();
+    let cluster = state.cluster.clone();
     let app = router(state);
     let stopping = token.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -288,6 +298,8 @@ pub async fn serve(
             "background tasks still running after the grace period"
         );
     }
+    // Others take this node's singleton work at once, not when its leases run out.
+    cluster.release(&db).await;
     db.close().await;
     Ok(())
 }

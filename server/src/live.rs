@@ -9,9 +9,9 @@
 //! nobody else anything, and loses nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use vigil_protocol::{ServerMessage, Topic};
 
@@ -61,7 +61,75 @@ pub enum Outbound {
     /// The person's session or roles changed (logout, deactivation, a role removed): the
     /// connection re-reads them at once and closes, or drops feeds, as they now allow.
     Recheck,
+    /// The person's stream reaches this number in storage: a connection that has sent less
+    /// reads the rest from storage (a cluster node's check that no hint was missed).
+    Behind(i64),
 }
+
+/// What the hub did for people on this node that the other nodes of a cluster must do for
+/// theirs: the cluster carries it, and [`Hub::apply`] plays it on the receiving node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Relay {
+    /// Stored messages, each for its person.
+    Deliver {
+        /// `(person, message)`, in the order they were stored.
+        messages: Vec<(i64, RelayedMessage)>,
+    },
+    /// One stored message (same kind and payload) for many people, each with their number.
+    DeliverEach {
+        /// The message kind.
+        kind: String,
+        /// The stored payload.
+        payload: String,
+        /// When it was stored.
+        created_at: i64,
+        /// `(person, seq)`.
+        seqs: Vec<(i64, i64)>,
+        /// What the receiving node records for the people its connections took it for (see
+        /// [`Hub::on_reached`]).
+        reach: Option<String>,
+    },
+    /// A live event for these people's connections.
+    Notify {
+        /// The people.
+        users: Vec<i64>,
+        /// The event as sent.
+        json: String,
+    },
+    /// Re-read this person's session and roles.
+    Recheck {
+        /// The person.
+        user: i64,
+    },
+    /// Every connection re-reads its session and roles.
+    RecheckAll,
+    /// An operations update for those following an organisation's operations.
+    Operations {
+        /// The organisation.
+        org: i64,
+        /// The update as sent.
+        json: String,
+    },
+}
+
+/// A stored message as it crosses to another node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayedMessage {
+    /// Per-person sequence number.
+    pub seq: i64,
+    /// Message kind.
+    pub kind: String,
+    /// Stored payload.
+    pub payload: String,
+    /// When it was stored.
+    pub created_at: i64,
+}
+
+/// Where the hub hands what other nodes must repeat; set once, by the cluster.
+type Relayer = Box<dyn Fn(Relay) + Send + Sync>;
+/// What records the people a tagged delivery reached (see [`Hub::on_reached`]).
+type ReachHook = Box<dyn Fn(&str, Vec<i64>) + Send + Sync>;
 
 /// One connection: its queue and every subscription it holds. It is the only place that holds
 /// the queue's sender, so removing it (in [`Inner::remove`], the one place that does) is what
@@ -132,9 +200,19 @@ impl Inner {
 }
 
 /// The registry of live connections on this node.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    relay: OnceLock<Relayer>,
+    reach: OnceLock<ReachHook>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("relayed", &self.relay.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection's place in the hub; dropping it removes the connection and its subscriptions.
@@ -155,6 +233,92 @@ impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every critical section is a few map operations that cannot panic half-way.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every delivery also go to `relayer` (the cluster, which carries it to the other
+    /// nodes); a second call is ignored.
+    pub fn relay_to(&self, relayer: impl Fn(Relay) + Send + Sync + 'static) {
+        let _ = self.relay.set(Box::new(relayer));
+    }
+
+    /// Sets what records the people reached by a tagged delivery
+    /// ([`deliver_each_reaching`](Self::deliver_each_reaching)) on this node when it was
+    /// started on another; a second call is ignored.
+    pub fn on_reached(&self, hook: impl Fn(&str, Vec<i64>) + Send + Sync + 'static) {
+        let _ = self.reach.set(Box::new(hook));
+    }
+
+    /// Whether deliveries are relayed to other nodes.
+    pub fn is_relayed(&self) -> bool {
+        self.relay.get().is_some()
+    }
+
+    fn relay(&self, make: impl FnOnce() -> Relay) {
+        if let Some(relayer) = self.relay.get() {
+            relayer(make());
+        }
+    }
+
+    /// Plays on this node's connections what another node relayed; nothing is relayed again.
+    pub fn apply(&self, relay: Relay) {
+        match relay {
+            Relay::Deliver { messages } => {
+                let mut inner = self.lock();
+                for (user, m) in messages {
+                    let msg = StoredMessage {
+                        seq: m.seq,
+                        kind: m.kind,
+                        payload: m.payload,
+                        created_at: Timestamp(m.created_at),
+                    };
+                    inner.deliver(user, &Outbound::Message(Arc::new(msg)));
+                }
+            }
+            Relay::DeliverEach {
+                kind,
+                payload,
+                created_at,
+                seqs,
+                reach,
+            } => {
+                let reached =
+                    self.deliver_each_local(&kind, &payload, Timestamp(created_at), &seqs);
+                if let (Some(tag), Some(hook)) = (reach, self.reach.get())
+                    && !reached.is_empty()
+                {
+                    hook(&tag, reached);
+                }
+            }
+            Relay::Notify { users, json } => {
+                self.notify_local(&users, json.into());
+            }
+            Relay::Recheck { user } => {
+                self.lock().deliver(user, &Outbound::Recheck);
+            }
+            Relay::RecheckAll => self.recheck_all_local(),
+            Relay::Operations { org, json } => self.publish_operations_local(org, json.into()),
+        }
+    }
+
+    /// Connections open on this node.
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Every person with a connection open on this node.
+    pub fn local_people(&self) -> Vec<i64> {
+        self.lock().by_user.keys().copied().collect()
+    }
+
+    /// Tells the connections of `user_id` on this node that their stream reaches `seq` in
+    /// storage. A full queue skips it: the queue holds newer messages already.
+    pub fn nudge(&self, user_id: i64, seq: i64) {
+        let inner = self.lock();
+        for id in inner.by_user.get(&user_id).into_iter().flatten() {
+            if let Some(conn) = inner.conns.get(id) {
+                let _ = conn.tx.try_send(Outbound::Behind(seq));
+            }
+        }
     }
 
     /// Registers a connection of `user_id`; returns its registration and its queue.
@@ -210,8 +374,16 @@ impl Hub {
     /// rather than cutting the connection: what it says can be read again (receipts) or is moot
     /// soon.
     pub fn notify(&self, users: &[i64], event: &ServerMessage) -> usize {
-        let inner = self.lock();
         let json: Arc<str> = event.to_json().into();
+        self.relay(|| Relay::Notify {
+            users: users.to_vec(),
+            json: json.to_string(),
+        });
+        self.notify_local(users, json)
+    }
+
+    fn notify_local(&self, users: &[i64], json: Arc<str>) -> usize {
+        let inner = self.lock();
         users
             .iter()
             .filter_map(|u| inner.by_user.get(u))
@@ -230,13 +402,84 @@ impl Hub {
     /// Pushes a stored message to every connection of its person, cutting off any that lag;
     /// returns how many connections took it.
     pub fn deliver(&self, user_id: i64, msg: Arc<StoredMessage>) -> usize {
-        self.lock().deliver(user_id, &Outbound::Message(msg))
+        self.deliver_many(vec![(user_id, msg)])
+    }
+
+    /// Pushes stored messages, each to its person's connections, in order; returns how many
+    /// connections took one.
+    pub fn deliver_many(&self, messages: Vec<(i64, Arc<StoredMessage>)>) -> usize {
+        self.relay(|| Relay::Deliver {
+            messages: messages
+                .iter()
+                .map(|(user, m)| {
+                    let relayed = RelayedMessage {
+                        seq: m.seq,
+                        kind: m.kind.clone(),
+                        payload: m.payload.clone(),
+                        created_at: m.created_at.0,
+                    };
+                    (*user, relayed)
+                })
+                .collect(),
+        });
+        let mut inner = self.lock();
+        messages
+            .into_iter()
+            .map(|(user, m)| inner.deliver(user, &Outbound::Message(m)))
+            .sum()
     }
 
     /// Pushes one stored message per person (`(person, seq)`, same kind and payload) to their
-    /// connections; returns the people at least one connection took it for.
+    /// connections; returns the people at least one connection took it for on this node.
     pub fn deliver_each(&self, kind: &str, payload: &str, seqs: &[(i64, i64)]) -> Vec<i64> {
+        self.deliver_each_tagged(kind, payload, seqs, None)
+    }
+
+    /// [`deliver_each`](Self::deliver_each) whose reach on other nodes is recorded there under
+    /// `reach` (see [`on_reached`](Self::on_reached)); on this node the caller records it from
+    /// the answer.
+    pub fn deliver_each_reaching(
+        &self,
+        kind: &str,
+        payload: &str,
+        seqs: &[(i64, i64)],
+        reach: String,
+    ) -> Vec<i64> {
+        self.deliver_each_tagged(kind, payload, seqs, Some(reach))
+    }
+
+    fn deliver_each_tagged(
+        &self,
+        kind: &str,
+        payload: &str,
+        seqs: &[(i64, i64)],
+        reach: Option<String>,
+    ) -> Vec<i64> {
         let created_at = Timestamp(now_ms());
+        self.relay(|| Relay::DeliverEach {
+            kind: kind.to_string(),
+            payload: payload.to_string(),
+            created_at: created_at.0,
+            seqs: seqs.to_vec(),
+            reach,
+        });
+        self.deliver_each_local(kind, payload, created_at, seqs)
+    }
+
+    /// [`deliver_each`](Self::deliver_each) to this node's connections only, for work that
+    /// every node of a cluster does for its own (an alert's copies, read from storage).
+    pub fn deliver_each_here(&self, kind: &str, payload: &str, seqs: &[(i64, i64)]) -> Vec<i64> {
+        self.deliver_each_local(kind, payload, Timestamp(now_ms()), seqs)
+    }
+
+    fn deliver_each_local(
+        &self,
+        kind: &str,
+        payload: &str,
+        created_at: Timestamp,
+        seqs: &[(i64, i64)],
+    ) -> Vec<i64> {
+        let mut inner = self.lock();
         seqs.iter()
             .filter(|(user, seq)| {
                 let msg = StoredMessage {
@@ -245,7 +488,7 @@ impl Hub {
                     payload: payload.to_string(),
                     created_at,
                 };
-                self.deliver(*user, Arc::new(msg)) > 0
+                inner.deliver(*user, &Outbound::Message(Arc::new(msg))) > 0
             })
             .map(|(user, _)| *user)
             .collect()
@@ -255,12 +498,18 @@ impl Hub {
     /// (after a logout, a deactivation or a role change). A connection too slow to take it is
     /// cut, which is as safe: it must authenticate again to come back.
     pub fn recheck(&self, user_id: i64) {
+        self.relay(|| Relay::Recheck { user: user_id });
         self.lock().deliver(user_id, &Outbound::Recheck);
     }
 
     /// Like [`recheck`](Self::recheck), for every connection on this node (a change that may
     /// concern anyone, such as a deactivated organisation).
     pub fn recheck_all(&self) {
+        self.relay(|| Relay::RecheckAll);
+        self.recheck_all_local();
+    }
+
+    fn recheck_all_local(&self) {
         let mut inner = self.lock();
         let users: Vec<i64> = inner.by_user.keys().copied().collect();
         for user in users {
@@ -272,6 +521,15 @@ impl Hub {
     /// following `org`'s operations. A watcher too slow for it is skipped, not cut: the next
     /// update supersedes this one.
     pub fn publish_operations(&self, org: i64, update: &ServerMessage) {
+        let json: Arc<str> = update.to_json().into();
+        self.relay(|| Relay::Operations {
+            org,
+            json: json.to_string(),
+        });
+        self.publish_operations_local(org, json);
+    }
+
+    fn publish_operations_local(&self, org: i64, json: Arc<str>) {
         let inner = self.lock();
         let Some(watchers) = inner
             .topics
@@ -280,7 +538,6 @@ impl Hub {
         else {
             return;
         };
-        let json: Arc<str> = update.to_json().into();
         for (id, followed) in watchers {
             if followed.is_none_or(|o| o == org)
                 && let Some(conn) = inner.conns.get(id)

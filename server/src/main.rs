@@ -206,7 +206,19 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     let bind = settings.bind;
     // Before anything is migrated or replayed: a second server on this database stops here.
-    let lock = NodeLock::acquire(&settings.database_url, &node_description(bind)).await?;
+    let clustered = !settings.nats_url.is_empty();
+    if clustered && !settings.database_url.starts_with("postgres") {
+        anyhow::bail!(vigil_server::cluster::ClusterError::NotPostgres(
+            settings
+                .database_url
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        ));
+    }
+    let lock =
+        NodeLock::acquire(&settings.database_url, &node_description(bind), clustered).await?;
     let lost = lock.lost();
     let stop = async move {
         tokio::select! {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -48,6 +49,89 @@ pub struct Metrics {
     pub alerts_sent: Counter,
     /// Copies of alerts handed to a fallback channel, by channel and outcome.
     pub alert_fallbacks: Family<FallbackLabels, Counter>,
+    /// This node's WebSocket sessions and its traffic with the rest of a cluster.
+    pub cluster: ClusterMetrics,
+}
+
+/// Per-node figures of a cluster (zero on a single node, but for `sessions`).
+#[derive(Debug, Default, Clone)]
+pub struct ClusterMetrics {
+    /// WebSocket sessions open on this node.
+    pub sessions: Gauge,
+    /// Hints (deliveries, revocations, wake-ups) this node sent to the others.
+    pub hints_sent: Counter,
+    /// Hints this node received from the others.
+    pub hints_received: Counter,
+    /// Hints not sent because the queue to NATS was full (the others converge from storage).
+    pub hints_dropped: Counter,
+    /// Tracker changes (fixes, mode switches, areas) this node published.
+    pub track_published: Counter,
+    /// Tracker changes from other nodes applied here.
+    pub track_applied: Counter,
+    /// Tracker changes still to apply, as the stream last said (the catch-up lag).
+    pub track_lag: Gauge,
+    /// 1 while connected to NATS.
+    pub nats_connected: Gauge,
+    /// 1 once the tracker has caught up with the stream (the node is ready).
+    pub caught_up: Gauge,
+    /// Times a connection found messages in storage that no hint had brought.
+    pub caught_up_from_storage: Counter,
+}
+
+impl ClusterMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("cluster");
+        r.register(
+            "sessions",
+            "WebSocket sessions open on this node",
+            self.sessions.clone(),
+        );
+        r.register(
+            "hints_sent",
+            "Hints sent to other nodes",
+            self.hints_sent.clone(),
+        );
+        r.register(
+            "hints_received",
+            "Hints received from other nodes",
+            self.hints_received.clone(),
+        );
+        r.register(
+            "hints_dropped",
+            "Hints dropped because the queue to NATS was full",
+            self.hints_dropped.clone(),
+        );
+        r.register(
+            "track_published",
+            "Tracker changes published to the cluster",
+            self.track_published.clone(),
+        );
+        r.register(
+            "track_applied",
+            "Tracker changes of other nodes applied here",
+            self.track_applied.clone(),
+        );
+        r.register(
+            "track_lag",
+            "Tracker changes still to apply (catch-up lag)",
+            self.track_lag.clone(),
+        );
+        r.register(
+            "nats_connected",
+            "1 while connected to NATS",
+            self.nats_connected.clone(),
+        );
+        r.register(
+            "caught_up",
+            "1 once the tracker has caught up with the cluster",
+            self.caught_up.clone(),
+        );
+        r.register(
+            "caught_up_from_storage",
+            "Connections that found in storage messages no hint had brought",
+            self.caught_up_from_storage.clone(),
+        );
+    }
 }
 
 /// Labels of [`Metrics::alert_fallbacks`].
@@ -88,6 +172,8 @@ impl Default for Metrics {
             "Alert copies handed to web push or SMS, by outcome",
             alert_fallbacks.clone(),
         );
+        let cluster = ClusterMetrics::default();
+        cluster.register(&mut registry);
         Self {
             registry,
             http_requests,
@@ -95,6 +181,7 @@ impl Default for Metrics {
             logins,
             alerts_sent,
             alert_fallbacks,
+            cluster,
         }
     }
 }
@@ -136,6 +223,12 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// `GET /metrics`.
 pub async fn export(State(state): State<AppState>) -> impl IntoResponse {
+    let sessions = state.hub.connection_count();
+    state
+        .metrics
+        .cluster
+        .sessions
+        .set(i64::try_from(sessions).unwrap_or(i64::MAX));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,4 +1,4 @@
-//! One server per database, until scale-out exists.
+//! One server per database, unless they form a cluster.
 //!
 //! Each node keeps live state of its own — the sockets, the tracker's R-trees, the writers'
 //! queues — so two `vigil serve` processes on one database would each accept positions and
@@ -13,6 +13,10 @@
 //!   frees the lock within [`DEAD_HOLDER_SECS`] instead of the two hours of the kernel default.
 //! - SQLite: an exclusive lock on a file beside the database (`<file>-vigil.lock`), which the
 //!   kernel releases when the process ends, `kill -9` included.
+//!
+//! Cluster nodes (`nats_url` set) share the lock instead (PostgreSQL's shared advisory lock):
+//! any number of them run together, and a single server started beside them, or a node beside
+//! a single server, is refused, as the two would still diverge.
 //!
 //! `vigil migrate`, `vigil admin …` and `vigil vapid-keys` take no lock: an operator may run
 //! them beside a running server.
@@ -45,10 +49,12 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 pub enum NodeLockError {
     /// Another node holds the lock.
     #[error(
-        "another Vigil server is already running on this database ({holder}). Until clustering \
-         (`nats_url`) exists, one server serves a database: stop the other one first, or point \
-         this one at another database. If the other server's host died, its lock is freed \
-         within about {DEAD_HOLDER_SECS} seconds (PostgreSQL) or at once (SQLite)."
+        "another Vigil server is already running on this database ({holder}). Without a \
+         cluster (`nats_url` on every node, PostgreSQL only), one server serves a database, and \
+         a cluster's nodes refuse a server that is not one of them: stop the other one first, \
+         point this one at another database, or give both the same `nats_url`. If the other \
+         server's host died, its lock is freed within about {DEAD_HOLDER_SECS} seconds \
+         (PostgreSQL) or at once (SQLite)."
     )]
     Held {
         /// Who holds it, as far as the database tells.
@@ -88,13 +94,20 @@ enum Held {
 impl NodeLock {
     /// Takes the lock for the database at `url`, waiting up to [`WAIT_FOR_LOCK`]; `who`
     /// describes this node to the next one that is refused (PostgreSQL's `application_name`).
-    pub async fn acquire(url: &str, who: &str) -> Result<NodeLock, NodeLockError> {
+    /// A cluster node (`shared`) shares the lock with the other nodes.
+    pub async fn acquire(url: &str, who: &str, shared: bool) -> Result<NodeLock, NodeLockError> {
         let lost = CancellationToken::new();
         let held = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?.application_name(who);
-            let conn = lock_postgres(&opts, WAIT_FOR_LOCK).await?;
+            let conn = lock_postgres(&opts, WAIT_FOR_LOCK, shared).await?;
             let stop = CancellationToken::new();
-            let task = tokio::spawn(hold_postgres(conn, opts, stop.clone(), lost.clone()));
+            let task = tokio::spawn(hold_postgres(
+                conn,
+                opts,
+                shared,
+                stop.clone(),
+                lost.clone(),
+            ));
             Held::Postgres { stop, task }
         } else if url.starts_with("sqlite:") {
             match sqlite_lock_path(url)? {
@@ -135,6 +148,7 @@ impl NodeLock {
 async fn lock_postgres(
     opts: &PgConnectOptions,
     wait: Duration,
+    shared: bool,
 ) -> Result<PgConnection, NodeLockError> {
     let mut conn = PgConnection::connect_with(opts).await?;
     // The server's side of the keepalives: how soon PostgreSQL ends the session of a dead host.
@@ -152,7 +166,12 @@ async fn lock_postgres(
     }
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let take = if shared {
+            "SELECT pg_try_advisory_lock_shared($1)"
+        } else {
+            "SELECT pg_try_advisory_lock($1)"
+        };
+        let got: bool = sqlx::query_scalar(take)
             .bind(LOCK_KEY)
             .fetch_one(&mut conn)
             .await?;
@@ -210,6 +229,7 @@ async fn describe_holder(conn: &mut PgConnection) -> String {
 async fn hold_postgres(
     mut conn: PgConnection,
     opts: PgConnectOptions,
+    shared: bool,
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
@@ -228,7 +248,7 @@ async fn hold_postgres(
         loop {
             let attempt = tokio::select! {
                 () = stop.cancelled() => return,
-                r = lock_postgres(&opts, Duration::ZERO) => r,
+                r = lock_postgres(&opts, Duration::ZERO, shared) => r,
             };
             match attempt {
                 Ok(c) => {

@@ -236,9 +236,12 @@ pub async fn send_many(db: &Db, hub: &Hub, notes: Vec<Note>) -> Result<(), sqlx:
         }
         stored
     });
-    for (user_id, msg) in stored {
-        hub.deliver(user_id, Arc::new(msg));
-    }
+    hub.deliver_many(
+        stored
+            .into_iter()
+            .map(|(user_id, msg)| (user_id, Arc::new(msg)))
+            .collect(),
+    );
     Ok(())
 }
 

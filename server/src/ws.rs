@@ -413,6 +413,12 @@ impl Connection {
                     Some(Outbound::Message(m)) => Box::pin(self.on_message(actor.user_id, &m)).await,
                     Some(Outbound::Event { about_user, json }) => Box::pin(self.on_event(actor.user_id, about_user, &json)).await,
                     Some(Outbound::Recheck) => Box::pin(self.recheck(session, actor)).await,
+                    Some(Outbound::Behind(seq)) if seq > self.last_sent => {
+                        // Stored on another node and its hint lost (or not yet here).
+                        self.state.metrics.cluster.caught_up_from_storage.inc();
+                        Box::pin(self.catch_up(actor.user_id, seq)).await
+                    }
+                    Some(Outbound::Behind(_)) => Flow::Continue,
                     None => {
                         self.close(close::TOO_SLOW, "too slow: reconnect and resume from your last seq").await;
                         Flow::Stop
@@ -669,7 +675,12 @@ impl Connection {
         };
         let subject = Subject::User(actor.user_id);
         let newest = newest_fix(&valid);
-        let waiting = match self.state.positions.submit(subject, "app", valid).await {
+        let waiting = match self
+            .state
+            .positions
+            .submit(subject, actor.org_id, "app", valid)
+            .await
+        {
             Ok(queued) => InFlight::Queued {
                 message: SentFixes {
                     reference,

@@ -429,6 +429,10 @@ pub async fn insert_and_deliver(
     state.metrics.alerts_sent.inc();
     // The sender's 201 means "committed"; handing copies to sockets runs beside it. A crash
     // in between loses nothing: devices read the ledger when they resume.
+    // Every other node hands it to the recipients connected there, from the ledger too.
+    state
+        .cluster
+        .wake(crate::cluster::Wake::Alert { id: alert.id });
     let (task_state, delivered) = (state.clone(), alert.clone());
     tokio::spawn(async move {
         if let Err(e) = deliver_to_connected(&task_state, &delivered, all).await {
@@ -439,14 +443,28 @@ pub async fn insert_and_deliver(
 }
 
 /// Hands a committed alert to the recipients connected to this node. Only they need their
-/// numbers now, read from the committed ledger rows (which never change).
+/// numbers now, read from the committed ledger rows (which never change). Each node of a
+/// cluster does this for its own sockets ([`deliver_here`]), so nothing is relayed.
 async fn deliver_to_connected(state: &AppState, alert: &Alert, all: Vec<i64>) -> AppResult<()> {
     let online = state.hub.connected_among(all);
     if !online.is_empty() {
         let seqs = seqs_of(&state.db, alert.id, &online).await?;
-        deliver_live(state, alert, KIND_ALERT, &wire_payload(alert), &seqs);
+        let reached =
+            state
+                .hub
+                .deliver_each_here(KIND_ALERT, &wire_payload(alert).to_string(), &seqs);
+        if !reached.is_empty() {
+            state.ledger.mark(alert.id, reached, Step::Sent, Some("ws"));
+        }
     }
     Ok(())
+}
+
+/// Hands an alert another node committed to its recipients connected to this one.
+pub async fn deliver_here(state: &AppState, alert_id: i64) -> AppResult<()> {
+    let alert = load(&state.db, alert_id).await?;
+    let here = state.hub.local_people();
+    deliver_to_connected(state, &alert, here).await
 }
 
 /// The stream numbers of `people`'s copies of an alert.
@@ -460,20 +478,6 @@ async fn seqs_of(db: &Db, alert_id: i64, people: &[i64]) -> AppResult<Vec<(i64, 
         on_reader!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
         .bind(&people).bind(alert_id).fetch_all(pool).await?),
     )
-}
-
-/// Hands a stored message to every connected device of its people; records who it reached.
-fn deliver_live(
-    state: &AppState,
-    alert: &Alert,
-    kind: &str,
-    payload: &serde_json::Value,
-    seqs: &[(i64, i64)],
-) {
-    let reached = state.hub.deliver_each(kind, &payload.to_string(), seqs);
-    if kind == KIND_ALERT && !reached.is_empty() {
-        state.ledger.mark(alert.id, reached, Step::Sent, Some("ws"));
-    }
 }
 
 /// Cancels an alert: stops its fallbacks and tells every recipient.
@@ -511,7 +515,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, alert: Alert) -> AppResult<
             &format!("alert:{id}"), &alert.identifier).await?;
         seqs
     });
-    deliver_live(state, &alert, KIND_CANCELLED, &payload, &seqs);
+    state.hub.deliver_each(KIND_CANCELLED, &text, &seqs);
     load(&state.db, id).await
 }
 

@@ -400,11 +400,25 @@ async fn fan_out(state: &AppState, message: &ChatMessage) -> AppResult<()> {
 /// would.
 pub fn spawn_fanout_sweep(state: &AppState) {
     let state = state.clone();
-    // What was stored before this start cannot be in flight any more (on one node).
-    let mut cutoff = now_ms();
+    // What was stored before this start cannot be in flight any more on one node; in a
+    // cluster another node may be fanning it out right now.
+    let grace = i64::try_from(FANOUT_GRACE.as_millis()).unwrap_or(5_000);
+    let mut cutoff = if state.cluster.is_clustered() {
+        now_ms() - grace
+    } else {
+        now_ms()
+    };
     tokio::spawn(async move {
         loop {
-            match sweep_once(&state, cutoff).await {
+            let ttl = FANOUT_GRACE + state.cluster.lease_ttl();
+            let sweep = async {
+                if state.cluster.holds(&state.db, "chat fan-out", ttl).await {
+                    sweep_once(&state, cutoff).await
+                } else {
+                    Ok(0)
+                }
+            };
+            match sweep.await {
                 Ok(n) if n > 0 => tracing::info!(messages = n, "chat: finished pending fan-outs"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "chat: sweeping pending fan-outs"),
@@ -413,7 +427,7 @@ pub fn spawn_fanout_sweep(state: &AppState) {
                 () = tokio::time::sleep(FANOUT_GRACE) => {}
                 () = state.shutdown.cancelled() => return,
             }
-            cutoff = now_ms() - i64::try_from(FANOUT_GRACE.as_millis()).unwrap_or(5_000);
+            cutoff = now_ms() - grace;
         }
     });
 }

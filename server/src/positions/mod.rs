@@ -324,7 +324,10 @@ pub async fn accept(
     fixes: Vec<StoredFix>,
 ) -> AppResult<(writer::Recorded, Vec<AreaTransition>)> {
     let newest = newest_fix(&fixes);
-    let recorded = state.positions.record(subject, source, fixes).await?;
+    let recorded = state
+        .positions
+        .record(subject, org_id, source, fixes)
+        .await?;
     let transitions = announce(state, subject, org_id, newest, &recorded);
     Ok((recorded, transitions))
 }
@@ -784,6 +787,11 @@ pub fn spawn_validity_watch(state: &AppState) {
                 }
             }
             since = now;
+            // Every node moves its own tracker; one tells the people (and stores it once).
+            let ttl = std::time::Duration::from_secs(secs + state.settings.lease_secs);
+            if changes.is_empty() || !state.cluster.holds(&state.db, "area validity", ttl).await {
+                continue;
+            }
             let notes: Vec<crate::stream::Note> = {
                 let t = read_tracker(&state.tracker);
                 changes

@@ -41,6 +41,8 @@ use vigil_geofences::{Fix, SubjectId, Transition};
 
 use super::Subject;
 use crate::areas::{SharedTracker, read_tracker, write_tracker};
+use crate::cluster::Cluster;
+use crate::cluster::track::{Track, TrackedFix};
 use crate::db::{Backend, Db, now_ms};
 use crate::live::Hub;
 use crate::{in_tx, on_writer};
@@ -108,6 +110,8 @@ type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 struct RecordReq {
     subject: Subject,
+    /// The organisation of the subject (other nodes' operators are told by it).
+    org_id: i64,
     source: &'static str,
     /// Sorted by time, without two of the same time (see `validate_fixes`).
     fixes: Vec<StoredFix>,
@@ -133,6 +137,13 @@ enum Control {
     Flush {
         reply: Reply<()>,
     },
+    /// Another node committed a switch of location mode at `at`.
+    Learn {
+        user_id: i64,
+        tracking: bool,
+        at: i64,
+        reply: Reply<()>,
+    },
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -147,6 +158,7 @@ impl PositionWriter {
         db: Db,
         tracker: SharedTracker,
         hub: Arc<Hub>,
+        cluster: Cluster,
         flush_every: Duration,
     ) -> PositionWriter {
         // Room for more than one full group, so the next one gathers while this one commits.
@@ -155,7 +167,9 @@ impl PositionWriter {
             db,
             tracker,
             hub,
+            cluster,
             tracking: HashMap::new(),
+            accepted: HashMap::new(),
             dirty: HashMap::new(),
             last_received: 0,
         };
@@ -167,10 +181,14 @@ impl PositionWriter {
     pub async fn record(
         &self,
         subject: Subject,
+        org_id: i64,
         source: &'static str,
         fixes: Vec<StoredFix>,
     ) -> Result<Recorded, WriteError> {
-        self.submit(subject, source, fixes).await?.committed().await
+        self.submit(subject, org_id, source, fixes)
+            .await?
+            .committed()
+            .await
     }
 
     /// Queues fixes like [`PositionWriter::record`] without waiting for their commit, so that
@@ -179,12 +197,14 @@ impl PositionWriter {
     pub async fn submit(
         &self,
         subject: Subject,
+        org_id: i64,
         source: &'static str,
         fixes: Vec<StoredFix>,
     ) -> Result<Queued, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Op::Record(RecordReq {
             subject,
+            org_id,
             source,
             fixes,
             reply,
@@ -208,6 +228,26 @@ impl PositionWriter {
         self.send(Op::Control(Control::SetMode {
             user_id,
             tracking,
+            reply,
+        }))
+        .await?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Applies a location-mode switch another node committed at `at`: this node stops (or
+    /// starts) accepting the person's fixes, forgets their position, and deletes what it
+    /// accepted from them since the switch, before it knew.
+    pub async fn learn_mode(
+        &self,
+        user_id: i64,
+        tracking: bool,
+        at: i64,
+    ) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Control(Control::Learn {
+            user_id,
+            tracking,
+            at,
             reply,
         }))
         .await?;
@@ -336,6 +376,11 @@ struct Writer {
     db: Db,
     tracker: SharedTracker,
     hub: Arc<Hub>,
+    /// Where committed changes go for the other nodes' trackers (nowhere on a single node).
+    cluster: Cluster,
+    /// When this node last accepted a fix of each person (`received_at`), so that a switch
+    /// to location-less committed elsewhere also removes what raced it here.
+    accepted: HashMap<i64, i64>,
     /// Location mode (true: tracking) of every person who has sent a fix since start, as
     /// committed; exact because every switch passes through this task.
     tracking: HashMap<i64, bool>,
@@ -442,10 +487,13 @@ impl Writer {
         }
         // Fixes are answered after the group's geofence messages are stored, so a phone that
         // sees its ack can rely on the message about the area it entered being there too.
-        let (answers, notes) = self.move_subjects(group, &stored.existing, received).await;
+        let (answers, notes, tracked) = self.move_subjects(group, &stored.existing, received).await;
         if let Err(e) = crate::stream::send_many(&self.db, &self.hub, notes).await {
             // The fixes are stored; only the people's notices of crossings are missing.
             tracing::error!(error = %e, "storing geofence messages failed");
+        }
+        if !tracked.is_empty() {
+            self.cluster.track(Track::Fixes { fixes: tracked });
         }
         for (reply, recorded) in answers {
             drop(reply.send(Ok(recorded)));
@@ -459,10 +507,12 @@ impl Writer {
         group: Vec<RecordReq>,
         existing: &HashSet<(i64, i64)>,
         received: i64,
-    ) -> (Vec<Answer>, Vec<crate::stream::Note>) {
+    ) -> (Vec<Answer>, Vec<crate::stream::Note>, Vec<TrackedFix>) {
         struct Moving {
             reply: Reply<Recorded>,
             subject: Subject,
+            org_id: i64,
+            newest: Option<StoredFix>,
             recorded: Recorded,
         }
         let mut moving: Vec<Moving> = Vec::with_capacity(group.len());
@@ -476,6 +526,9 @@ impl Writer {
                 continue;
             }
             let tid = req.subject.tracker_id();
+            if let Subject::User(id) = req.subject {
+                self.accepted.insert(id, received);
+            }
             // The first request of the group to carry a fix stored it; a later one is a duplicate.
             let inserted = req
                 .fixes
@@ -517,6 +570,8 @@ impl Writer {
             moving.push(Moving {
                 reply: req.reply,
                 subject: req.subject,
+                org_id: req.org_id,
+                newest: req.fixes.last().copied(),
                 recorded: Recorded {
                     inserted,
                     transitions: Vec::new(),
@@ -572,8 +627,24 @@ impl Writer {
                 );
             }
         }
+        let tracked = if self.cluster.is_clustered() {
+            moving
+                .iter()
+                .filter_map(|m| {
+                    let newest = m.newest?;
+                    Some(TrackedFix::new(
+                        m.subject,
+                        m.org_id,
+                        newest,
+                        &m.recorded.transitions,
+                    ))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let answers = moving.into_iter().map(|m| (m.reply, m.recorded)).collect();
-        (answers, notes)
+        (answers, notes, tracked)
     }
 
     /// Runs a mode switch, purge or flush on its own, after everything queued before it.
@@ -584,14 +655,15 @@ impl Writer {
                 tracking,
                 reply,
             } => {
+                let at = now_ms();
                 let result = set_mode(&self.db, user_id, tracking).await;
                 if result.is_ok() {
-                    self.tracking.insert(user_id, tracking);
-                    if !tracking {
-                        let subject = Subject::User(user_id);
-                        self.dirty.remove(&subject);
-                        write_tracker(&self.tracker).forget(subject.tracker_id());
-                    }
+                    self.switched(user_id, tracking);
+                    self.cluster.track(Track::Mode {
+                        user: user_id,
+                        tracking,
+                        at,
+                    });
                 }
                 drop(reply.send(result.map_err(failed)));
             }
@@ -601,9 +673,21 @@ impl Writer {
                 let result = expire(&self.db, &pending, cutoff_ms).await;
                 let result = result.map(|(n, gone)| {
                     self.dirty.clear();
-                    let mut t = write_tracker(&self.tracker);
-                    for s in gone {
-                        t.forget(s.tracker_id());
+                    {
+                        let mut t = write_tracker(&self.tracker);
+                        for s in &gone {
+                            t.forget(s.tracker_id());
+                        }
+                    }
+                    if !gone.is_empty() {
+                        let subjects = gone
+                            .iter()
+                            .map(|s| {
+                                let (k, id) = s.key();
+                                (k.to_string(), id)
+                            })
+                            .collect();
+                        self.cluster.track(Track::Forget { subjects });
                     }
                     n
                 });
@@ -612,6 +696,32 @@ impl Writer {
             Control::Flush { reply } => {
                 drop(reply.send(self.flush().await.map_err(failed)));
             }
+            Control::Learn {
+                user_id,
+                tracking,
+                at,
+                reply,
+            } => {
+                let raced = !tracking && self.accepted.get(&user_id).is_some_and(|r| *r >= at);
+                let result = if raced {
+                    purge_since(&self.db, user_id, at).await
+                } else {
+                    Ok(())
+                };
+                self.switched(user_id, tracking);
+                drop(reply.send(result.map_err(failed)));
+            }
+        }
+    }
+
+    /// Memory after a committed switch of location mode (here or on another node).
+    fn switched(&mut self, user_id: i64, tracking: bool) {
+        self.tracking.insert(user_id, tracking);
+        if !tracking {
+            let subject = Subject::User(user_id);
+            self.dirty.remove(&subject);
+            self.accepted.remove(&user_id);
+            write_tracker(&self.tracker).forget(subject.tracker_id());
         }
     }
 
@@ -755,6 +865,18 @@ async fn set_mode(db: &Db, user_id: i64, tracking: bool) -> Result<(), sqlx::Err
             .bind(now).bind(user_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM position_history WHERE subject_kind = 'user' AND subject_id = $1")
             .bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(user_id).execute(&mut *tx).await?;
+        Ok(())
+    })
+}
+
+/// Deletes the positions of a person received since `since`: those this node accepted after
+/// another node had switched them to location-less, before it learned of it.
+async fn purge_since(db: &Db, user_id: i64, since: i64) -> Result<(), sqlx::Error> {
+    in_tx!(db, tx => {
+        sqlx::query("DELETE FROM position_history WHERE subject_kind = 'user' AND subject_id = $1 AND received_at >= $2")
+            .bind(user_id).bind(since).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM last_positions WHERE subject_kind = 'user' AND subject_id = $1")
             .bind(user_id).execute(&mut *tx).await?;
         Ok(())

@@ -15,7 +15,7 @@
 //!   `max_reminders` times, over the socket and web push; after `sms_after_secs`, by SMS.
 //! - Closing freezes the report: answers are refused from then on; CSV export.
 
-mod answers;
+pub(crate) mod answers;
 mod board;
 mod reminders;
 
@@ -434,7 +434,11 @@ async fn start(
     let payload =
         json!({"rollcall_id": id, "title": title, "message": message, "org_id": actor.org_id})
             .to_string();
-    let reached = state.hub.deliver_each(KIND_ROLLCALL, &payload, &seqs);
+    // Other nodes record who their sockets took it for (see `crate::cluster`).
+    let reached =
+        state
+            .hub
+            .deliver_each_reaching(KIND_ROLLCALL, &payload, &seqs, format!("rollcall:{id}"));
     answers::mark_delivered(&state, id, &reached).await?;
     if input.crisis_channel {
         let new = crate::chat::NewConversation {

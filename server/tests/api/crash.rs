@@ -23,6 +23,16 @@ pub struct Vigil {
 impl Vigil {
     /// Starts `vigil serve` on `db_url` with extra `VIGIL_*` settings and waits until ready.
     pub async fn start(db_url: &str, env: &[(&str, &str)]) -> Vigil {
+        let vigil = Vigil::spawn(db_url, env);
+        assert!(
+            vigil.ready_within(Duration::from_secs(60)).await,
+            "vigil serve did not become ready"
+        );
+        vigil
+    }
+
+    /// Starts `vigil serve` on `db_url` with extra `VIGIL_*` settings, without waiting.
+    pub fn spawn(db_url: &str, env: &[(&str, &str)]) -> Vigil {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -38,20 +48,25 @@ impl Vigil {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("vigil serve starts");
-        let vigil = Vigil {
+        Vigil {
             child,
             url: format!("http://{bind}"),
-        };
+        }
+    }
+
+    /// Whether `/readyz` answers 200 within `wait` (polled; the process may still be starting).
+    pub async fn ready_within(&self, wait: Duration) -> bool {
         let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{}/readyz", vigil.url)).send().await
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
                 && r.status().is_success()
             {
-                return vigil;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("vigil serve did not become ready");
+        false
     }
 
     /// SIGKILL: no shutdown, no flush, nothing the process still held in memory survives.
@@ -71,6 +86,12 @@ impl Drop for Vigil {
 /// A fresh SQLite deployment with a system admin; returns its URL and the admin's email.
 pub fn deployment(dir: &Path) -> (String, String) {
     let db = format!("sqlite://{}/vigil.db", dir.display());
+    let email = admin_on(&db);
+    (db, email)
+}
+
+/// Migrates the database at `db` and creates a system admin in it; returns the admin's email.
+pub fn admin_on(db: &str) -> String {
     let email = format!("{}@crash.example", unique("admin"));
     let status = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args([
@@ -88,14 +109,14 @@ pub fn deployment(dir: &Path) -> (String, String) {
             "--password-env",
             "ADMIN_PW",
         ])
-        .env("VIGIL_DATABASE_URL", &db)
+        .env("VIGIL_DATABASE_URL", db)
         .env("ADMIN_PW", PASSWORD)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .status()
         .expect("vigil admin create-user");
     assert!(status.success());
-    (db, email)
+    email
 }
 
 /// Creates a person over the API and signs them in.
@@ -114,7 +135,7 @@ pub async fn person(admin: &Client, base: &str, org: i64, roles: &[&str]) -> Cli
 }
 
 /// The alert messages a phone has after resuming from `last_seq`, until the stream is quiet.
-async fn alerts_after(base: &str, phone: &Client, last_seq: i64) -> Vec<Value> {
+pub async fn alerts_after(base: &str, phone: &Client, last_seq: i64) -> Vec<Value> {
     let (mut ws, _) = Ws::hello_at(base, phone, last_seq).await;
     ws.send(json!({"type": "ping", "ref": "end"})).await;
     let mut got = Vec::new();
@@ -384,7 +405,7 @@ fn note_ack(acked: &mut std::collections::BTreeMap<String, i64>, m: &Value) {
 }
 
 /// A new organisation, made over the API by a system admin.
-async fn organisation(admin: &Client) -> i64 {
+pub async fn organisation(admin: &Client) -> i64 {
     admin
         .post(
             "/api/v1/organisations",

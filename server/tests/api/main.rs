@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod chat;
+mod cluster;
 mod crash;
 mod fallback_faults;
 mod health;

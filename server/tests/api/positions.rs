@@ -592,7 +592,7 @@ on_both_databases! {
             .collect();
         let last = start + (FIXES - 1) * 10;
         let writer = srv.state.positions.clone();
-        let upload = tokio::spawn(async move { writer.record(Subject::User(walker.user_id), "app", fixes).await });
+        let upload = tokio::spawn(async move { writer.record(Subject::User(walker.user_id), org, "app", fixes).await });
 
         let mut partway = Vec::new();
         loop {
