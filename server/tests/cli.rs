@@ -319,6 +319,11 @@ struct Serve {
 impl Serve {
     /// Spawns `vigil serve` on `db`; does not wait for it.
     fn spawn(dir: &Path, db: &str) -> Serve {
+        Serve::spawn_with(dir, db, &[])
+    }
+
+    /// Spawns `vigil serve` on `db` with more `VIGIL_*` settings; does not wait for it.
+    fn spawn_with(dir: &Path, db: &str, env: &[(&str, &str)]) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -327,6 +332,7 @@ impl Serve {
             .arg("serve")
             .env("VIGIL_DATABASE_URL", db)
             .env("VIGIL_BIND", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -339,7 +345,12 @@ impl Serve {
 
     /// Spawns `vigil serve` and waits until it answers `/readyz`.
     async fn ready(dir: &Path, db: &str) -> Serve {
-        let mut serve = Serve::spawn(dir, db);
+        Serve::ready_with(dir, db, &[]).await
+    }
+
+    /// Like [`Serve::ready`], with more `VIGIL_*` settings.
+    async fn ready_with(dir: &Path, db: &str, env: &[(&str, &str)]) -> Serve {
+        let mut serve = Serve::spawn_with(dir, db, env);
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -470,4 +481,54 @@ async fn a_second_server_on_the_same_sqlite_file_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}/one.db", dir.path().display());
     one_server_per_database(dir.path(), &db).await;
+}
+
+#[tokio::test]
+async fn a_cluster_on_sqlite_is_refused_at_start_and_says_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}/one.db", dir.path().display());
+    let env = [("VIGIL_NATS_URL", "nats://127.0.0.1:4222")];
+    let (status, stderr) = Serve::spawn_with(dir.path(), &db, &env).exited().await;
+    assert!(!status.success(), "refused: {status}");
+    assert!(
+        stderr.contains("SQLite database serves one node") && stderr.contains("postgres://"),
+        "it says why and what to do: {stderr}"
+    );
+}
+
+/// A cluster's nodes share the database; a server that is not one of them would diverge from
+/// them, so it is refused while they run, and the other way round.
+#[tokio::test]
+async fn a_server_outside_the_cluster_is_refused_beside_its_nodes() {
+    let Some(pg) = PgDatabase::create().await else {
+        return;
+    };
+    let Ok(nats) = std::env::var("VIGIL_TEST_NATS_URL") else {
+        support::skipped("the cluster lock test", "VIGIL_TEST_NATS_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let node = |id: &'static str| [("VIGIL_NATS_URL", nats.as_str()), ("VIGIL_NODE_ID", id)];
+    let first = Serve::ready_with(dir.path(), &pg.url, &node("one")).await;
+    let second = Serve::ready_with(dir.path(), &pg.url, &node("two")).await;
+    let (status, stderr) = Serve::spawn(dir.path(), &pg.url).exited().await;
+    assert!(!status.success(), "a lone server is refused: {status}");
+    assert!(
+        stderr.contains("another Vigil server is already running"),
+        "{stderr}"
+    );
+    drop((first, second));
+    let lone = Serve::ready(dir.path(), &pg.url).await;
+    let (status, stderr) = Serve::spawn_with(dir.path(), &pg.url, &node("three"))
+        .exited()
+        .await;
+    assert!(
+        !status.success(),
+        "a node beside a lone server is refused: {status}"
+    );
+    assert!(
+        stderr.contains("another Vigil server is already running"),
+        "{stderr}"
+    );
+    drop(lone);
 }

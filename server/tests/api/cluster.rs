@@ -591,3 +591,127 @@ fn chrono_now_ms() -> i64 {
     )
     .expect("ms")
 }
+
+/// A NATS server of the test's own, so that it can be stopped and started again.
+struct OwnNats {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnNats {
+    async fn start() -> OwnNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("dir");
+        let child = OwnNats::spawn(port, dir.path()).await;
+        OwnNats { child, port, dir }
+    }
+
+    async fn spawn(port: u16, store: &std::path::Path) -> std::process::Child {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian's nats-server package) starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not listen on {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn restart(&mut self) {
+        self.child = OwnNats::spawn(self.port, self.dir.path()).await;
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `/readyz`'s status on `base`.
+async fn readyz(base: &str) -> u16 {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_lose_nats_keep_serving_from_the_database_and_recover() {
+    let Some(cluster) = Deployment::new().await else {
+        return;
+    };
+    let mut nats = OwnNats::start().await;
+    let url = nats.url();
+    let env = [
+        ("VIGIL_NATS_URL", url.as_str()),
+        ("VIGIL_CLUSTER_CONVERGE_SECS", "1"),
+    ];
+    let a = cluster.node("a", &env).await;
+    let b = cluster.node("b", &env).await;
+    let admin = Client::at(&b.url)
+        .login(&cluster.admin_email, PASSWORD)
+        .await;
+    let org = organisation(&admin).await;
+    let adviser = person(&admin, &b.url, org, &["adviser"]).await;
+    let staff = person(&admin, &a.url, org, &["staff"]).await;
+    let (mut phone, _) = Ws::hello_at(&a.url, &staff, 0).await;
+
+    nats.stop();
+    let nodes = [a.url.as_str(), b.url.as_str()];
+    let urls = &nodes;
+    eventually("both nodes say they are not ready", || async move {
+        readyz(urls[0]).await == 503 && readyz(urls[1]).await == 503
+    })
+    .await;
+    // Sent on B without NATS, the alert still reaches the phone on A, from the database.
+    let id = adviser
+        .post("/api/v1/alerts", evacuate(1))
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .expect("id");
+    let m = phone.next_of("message").await;
+    assert_eq!(m["payload"]["alert_id"], id, "{m}");
+
+    nats.restart().await;
+    eventually("both nodes ready again", || async move {
+        readyz(urls[0]).await == 200 && readyz(urls[1]).await == 200
+    })
+    .await;
+    let id = adviser
+        .post("/api/v1/alerts", evacuate(2))
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .expect("id");
+    let m = phone.next_of("message").await;
+    assert_eq!(m["payload"]["alert_id"], id, "{m}");
+    phone.send(json!({"type": "ping", "ref": "end"})).await;
+    assert_eq!(
+        phone.next_of("pong").await["type"],
+        "pong",
+        "each alert once"
+    );
+}
