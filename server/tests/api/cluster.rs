@@ -611,7 +611,7 @@ impl OwnNats {
     }
 
     async fn spawn(port: u16, store: &std::path::Path) -> std::process::Child {
-        let child = std::process::Command::new("nats-server")
+        let mut child = std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
             .stdout(std::process::Stdio::null())
@@ -627,6 +627,8 @@ impl OwnNats {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nats-server did not listen on {port}");
     }
 
