@@ -39,6 +39,8 @@ use crate::stats::{LatencyMs, ServerProbe, cpu_percent, mib, pct, summarize, wri
 #[derive(Debug)]
 pub struct BroadcastOpts {
     pub target: Target,
+    /// Nodes of a cluster the devices connect to, round robin (empty: all to `target`).
+    pub spread: Vec<Target>,
     pub fixture: Fixture,
     pub tokens_file: Option<std::path::PathBuf>,
     /// N: devices connected (each its own staff user).
@@ -605,7 +607,11 @@ pub async fn broadcast(o: BroadcastOpts) -> anyhow::Result<BroadcastReport> {
     let mut opening = Vec::with_capacity(o.devices);
     for (i, token) in tokens.into_iter().enumerate().take(o.devices) {
         let permit = limit.clone().acquire_owned().await?;
-        let (target, opened) = (o.target.clone(), opened.clone());
+        let target = match o.spread.len() {
+            0 => o.target.clone(),
+            n => o.spread[i % n].clone(),
+        };
+        let opened = opened.clone();
         opening.push(tokio::spawn(async move {
             let _permit = permit;
             let r = open_session(&target, source_addr(i, sources), &token).await;
@@ -802,9 +808,20 @@ pub async fn broadcast(o: BroadcastOpts) -> anyhow::Result<BroadcastReport> {
         wrong_deliveries: rounds.iter().map(|r| r.wrong_deliveries).sum(),
         errors: rounds.iter().map(|r| r.errors).sum(),
     };
+    let target = if o.spread.is_empty() {
+        o.target.base.clone()
+    } else {
+        let nodes: Vec<&str> = o.spread.iter().map(|t| t.base.as_str()).collect();
+        format!(
+            "{} (devices over {} nodes: {})",
+            o.target.base,
+            nodes.len(),
+            nodes.join(", ")
+        )
+    };
     let report = BroadcastReport {
         scenario: "broadcast",
-        target: o.target.base.clone(),
+        target,
         devices_requested: o.devices,
         devices_connected: connected,
         inside_connected: inside,

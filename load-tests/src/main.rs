@@ -164,6 +164,10 @@ enum Scenario {
     Broadcast {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// Cluster nodes (comma-separated URLs) to spread the devices' WebSockets over, round
+        /// robin; the adviser and the console stay on --url. Default: every device on --url.
+        #[arg(long, value_delimiter = ',')]
+        spread: Vec<String>,
         /// The users file written by `setup` (with its adviser and offline staff).
         #[arg(long, default_value = "load-users.json")]
         users_file: PathBuf,
@@ -453,6 +457,7 @@ async fn main() -> anyhow::Result<()> {
         .map(drop),
         Scenario::Broadcast {
             url,
+            spread,
             users_file,
             tokens_file,
             devices,
@@ -470,6 +475,10 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => broadcast::broadcast(broadcast::BroadcastOpts {
             target: Target::parse(&url)?,
+            spread: spread
+                .iter()
+                .map(|u| Target::parse(u))
+                .collect::<anyhow::Result<_>>()?,
             fixture: Fixture::read(&users_file)?,
             tokens_file,
             devices,

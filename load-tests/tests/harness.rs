@@ -159,6 +159,7 @@ async fn every_scenario_runs_small_against_a_real_server() {
     }
     let json = dir.path().join("broadcast.json");
     let b = broadcast(BroadcastOpts {
+        spread: Vec::new(),
         target: target.clone(),
         fixture: fixture.clone(),
         tokens_file: Some(tokens_file.clone()),

@@ -26,9 +26,10 @@ async fn ready(State(state): State<AppState>) -> axum::response::Response {
         );
     }
     if state.db.ping().await {
-        match state.cluster.unready() {
-            None => "ready".into_response(),
-            Some(why) => problem_response(
+        match state.cluster.readiness() {
+            Ok(None) => "ready".into_response(),
+            Ok(Some(note)) => format!("ready ({note})").into_response(),
+            Err(why) => problem_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("this cluster node is not ready: {why}"),
                 vec![],

@@ -119,6 +119,8 @@ struct Node {
     client: async_nats::Client,
     outbox: mpsc::Sender<(String, Vec<u8>)>,
     caught_up: AtomicBool,
+    /// Set once the node has been ready: losing NATS after that degrades it, not stops it.
+    was_ready: AtomicBool,
     metrics: ClusterMetrics,
     lease_secs: u64,
 }
@@ -242,6 +244,7 @@ impl Cluster {
                 client,
                 outbox,
                 caught_up: AtomicBool::new(false),
+                was_ready: AtomicBool::new(false),
                 metrics: metrics.clone(),
                 lease_secs: settings.lease_secs.max(1),
             })),
@@ -258,16 +261,34 @@ impl Cluster {
         self.node.as_deref().map(|n| n.id.as_str())
     }
 
-    /// Why this node is not ready to serve, if it is not (NATS down, tracker catching up).
-    pub fn unready(&self) -> Option<String> {
-        let node = self.node.as_ref()?;
-        if node.client.connection_state() != async_nats::connection::State::Connected {
-            return Some("not connected to NATS (nats_url)".into());
+    /// Whether this node may take clients, and what it lacks: `Err` until it has reached NATS
+    /// and caught up with the cluster; then `Ok`, with a note while NATS is away.
+    ///
+    /// A node that was ready stays ready without NATS: every node loses NATS together, and a
+    /// load balancer that took them all out would leave an emergency system unreachable, while
+    /// each node still serves its sockets from the database (messages of other nodes within
+    /// `cluster_converge_secs`; their positions once NATS is back).
+    pub fn readiness(&self) -> Result<Option<String>, String> {
+        let Some(node) = self.node.as_ref() else {
+            return Ok(None);
+        };
+        let connected = node.client.connection_state() == async_nats::connection::State::Connected;
+        let caught_up = node.caught_up.load(Ordering::Acquire);
+        if connected && caught_up {
+            node.was_ready.store(true, Ordering::Release);
+            return Ok(None);
         }
-        if !node.caught_up.load(Ordering::Acquire) {
-            return Some("catching up with the cluster's positions and areas".into());
+        if node.was_ready.load(Ordering::Acquire) {
+            return Ok(Some(
+                "degraded: not connected to NATS; messages from other nodes arrive from the \
+                 database, positions they accept once NATS is back"
+                    .into(),
+            ));
         }
-        None
+        if !connected {
+            return Err("not connected to NATS (nats_url)".into());
+        }
+        Err("catching up with the cluster's positions and areas".into())
     }
 
     /// Asks every other node to do `wake` for its own sockets.

@@ -221,6 +221,7 @@ async fn follow_once(
 }
 
 fn caught_up(node: &Node) {
+    node.was_ready.store(true, Ordering::Release);
     if !node.caught_up.swap(true, Ordering::AcqRel) {
         node.metrics.caught_up.set(1);
         tracing::info!(node = %node.id, "cluster: caught up with the tracker stream; ready");
