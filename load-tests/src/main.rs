@@ -127,6 +127,9 @@ enum Scenario {
     Positions {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// Cluster nodes (comma-separated URLs) to spread the devices over, round robin.
+        #[arg(long, value_delimiter = ',')]
+        spread: Vec<String>,
         /// The users file written by `setup`.
         #[arg(long, default_value = "load-users.json")]
         users_file: PathBuf,
@@ -430,6 +433,7 @@ async fn main() -> anyhow::Result<()> {
         .map(drop),
         Scenario::Positions {
             url,
+            spread,
             users_file,
             devices,
             tokens_file,
@@ -442,6 +446,10 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => positions::positions(positions::PositionsOpts {
             target: Target::parse(&url)?,
+            spread: spread
+                .iter()
+                .map(|u| Target::parse(u))
+                .collect::<anyhow::Result<_>>()?,
             fixture: Fixture::read(&users_file)?,
             devices,
             tokens_file,

@@ -25,6 +25,8 @@ use crate::stats::{
 #[derive(Debug)]
 pub struct PositionsOpts {
     pub target: Target,
+    /// Nodes of a cluster the devices connect to, round robin (empty: all to `target`).
+    pub spread: Vec<Target>,
     pub fixture: Fixture,
     pub devices: usize,
     pub tokens_file: Option<std::path::PathBuf>,
@@ -58,11 +60,11 @@ pub struct Walk {
     pub outside: bool,
 }
 
-/// Opens one authenticated socket per device, 64 handshakes at a time, device `i` with token
-/// `i % tokens.len()` from source address `source_addr(i, sources)`; devices that cannot
-/// connect are reported and left out.
+/// Opens one authenticated socket per device, 64 handshakes at a time, device `i` to
+/// `targets[i % targets.len()]` with token `i % tokens.len()` from source address
+/// `source_addr(i, sources)`; devices that cannot connect are reported and left out.
 pub async fn connect_devices(
-    target: &Target,
+    targets: &[Target],
     tokens: Arc<Vec<String>>,
     devices: usize,
     sources: usize,
@@ -71,7 +73,7 @@ pub async fn connect_devices(
     let mut opening = Vec::with_capacity(devices);
     for i in 0..devices {
         let permit = limit.clone().acquire_owned().await?;
-        let (target, tokens) = (target.clone(), tokens.clone());
+        let (target, tokens) = (targets[i % targets.len()].clone(), tokens.clone());
         opening.push(tokio::spawn(async move {
             let _permit = permit;
             open_session(&target, source_addr(i, sources), &tokens[i % tokens.len()]).await
@@ -368,7 +370,12 @@ pub async fn positions(o: PositionsOpts) -> anyhow::Result<PositionsReport> {
     );
 
     // Connect every device first.
-    let sockets = connect_devices(&o.target, tokens.clone(), o.devices, sources).await?;
+    let targets = if o.spread.is_empty() {
+        std::slice::from_ref(&o.target)
+    } else {
+        o.spread.as_slice()
+    };
+    let sockets = connect_devices(targets, tokens.clone(), o.devices, sources).await?;
     let connected = sockets.len();
     eprintln!("{connected}/{} devices connected", o.devices);
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -342,7 +342,13 @@ pub async fn sos_chat(o: SosChatOpts) -> anyhow::Result<SosChatReport> {
         op_tokens.push(login(&http, &o.target, &op.email, &op.password).await?);
     }
     let device_tokens = Arc::new(tokens[..o.devices].to_vec());
-    let sockets = connect_devices(&o.target, device_tokens, o.devices, sources).await?;
+    let sockets = connect_devices(
+        std::slice::from_ref(&o.target),
+        device_tokens,
+        o.devices,
+        sources,
+    )
+    .await?;
     let connected = sockets.len();
     eprintln!("{connected}/{} devices connected", o.devices);
     let mut staff_ws = Vec::with_capacity(o.staff);

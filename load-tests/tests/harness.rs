@@ -125,6 +125,7 @@ async fn every_scenario_runs_small_against_a_real_server() {
 
     // positions: 10 devices walking across the areas for 2 s.
     let p = positions(PositionsOpts {
+        spread: Vec::new(),
         target: target.clone(),
         fixture: fixture.clone(),
         devices: 10,

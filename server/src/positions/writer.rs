@@ -346,7 +346,12 @@ where
     for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    // In one order everywhere: the nodes of a cluster upsert overlapping rows at once (each
+    // replays the same unflushed history at start), and rows locked in different orders
+    // deadlocked six nodes started together.
+    let mut sorted: Vec<&LastRow<'_>> = rows.iter().collect();
+    sorted.sort_unstable_by_key(|r| r.subject.key());
+    for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
         let mut qb = sqlx::QueryBuilder::<DB>::new(
             "INSERT INTO last_positions (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) ",
         );

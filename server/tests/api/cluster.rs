@@ -721,3 +721,39 @@ async fn nodes_that_lose_nats_keep_serving_from_the_database_and_recover() {
         "each alert once"
     );
 }
+
+/// Every node replays the unflushed history into `last_positions` when it starts; six nodes
+/// started together deadlocked on it (the same rows, locked in each node's own order) and died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_replay_the_same_history_without_deadlocking() {
+    let Some(srv) =
+        crate::support::TestServer::start_with(crate::support::Backend::Postgres, |s| {
+            s.db_max_connections = 8
+        })
+        .await
+    else {
+        return;
+    };
+    let vigil_server::db::Db::Postgres(pool) = &srv.state.db else {
+        panic!("a PostgreSQL server");
+    };
+    let now = chrono_now_ms();
+    sqlx::query(
+        "INSERT INTO position_history (subject_kind, subject_id, lat, lon, accuracy_m, recorded_at, received_at, source) \
+         SELECT 'asset', g, 1.0, 2.0, NULL, $1, $1, 'test' FROM generate_series(1, 12000) AS g",
+    )
+    .bind(now)
+    .execute(pool)
+    .await
+    .expect("history");
+    let replays = (0..6).map(|_| vigil_server::positions::writer::replay_unflushed(&srv.state.db));
+    for replayed in futures_util::future::join_all(replays).await {
+        assert_eq!(replayed.expect("no deadlock"), 12_000);
+    }
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM last_positions WHERE source = 'test'")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 12_000);
+}
