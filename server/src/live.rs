@@ -521,6 +521,15 @@ impl Hub {
     /// following `org`'s operations. A watcher too slow for it is skipped, not cut: the next
     /// update supersedes this one.
     pub fn publish_operations(&self, org: i64, update: &ServerMessage) {
+        let watched_here = self
+            .lock()
+            .topics
+            .get(&Topic::Operations)
+            .is_some_and(|w| !w.is_empty());
+        // Encoded only for someone: counts go out after every ledger batch.
+        if !watched_here && !self.is_relayed() {
+            return;
+        }
         let json: Arc<str> = update.to_json().into();
         self.relay(|| Relay::Operations {
             org,

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 #[path = "api/support.rs"]
 #[allow(dead_code)]
@@ -395,46 +394,6 @@ impl Drop for Serve {
     }
 }
 
-/// A throwaway database on `VIGIL_TEST_POSTGRES_URL`, dropped with this guard.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create() -> Option<PgDatabase> {
-        let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
-            support::skipped(
-                "the PostgreSQL single-server lock test",
-                "VIGIL_TEST_POSTGRES_URL is not set",
-            );
-            return None;
-        };
-        let name = support::unique("vigil_cli_");
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("connect to VIGIL_TEST_POSTGRES_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let mut url = reqwest::Url::parse(&admin).expect("a URL");
-        url.set_path(&format!("/{name}"));
-        Some(PgDatabase {
-            admin,
-            url: url.to_string(),
-            name,
-        })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        support::drop_pg_database(self.admin.clone(), self.name.clone());
-    }
-}
-
 /// The story on either database: a second server is refused while the first runs, and a
 /// replacement starts at once after the first was killed.
 async fn one_server_per_database(dir: &Path, db: &str) {
@@ -469,7 +428,9 @@ async fn one_server_per_database(dir: &Path, db: &str) {
 
 #[tokio::test]
 async fn a_second_server_on_the_same_postgresql_database_is_refused_at_start() {
-    let Some(pg) = PgDatabase::create().await else {
+    let Some(pg) =
+        support::PgDatabase::create("vigil_cli_", "the PostgreSQL single-server lock test").await
+    else {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
@@ -500,7 +461,9 @@ async fn a_cluster_on_sqlite_is_refused_at_start_and_says_why() {
 /// them, so it is refused while they run, and the other way round.
 #[tokio::test]
 async fn a_server_outside_the_cluster_is_refused_beside_its_nodes() {
-    let Some(pg) = PgDatabase::create().await else {
+    let Some(pg) =
+        support::PgDatabase::create("vigil_cli_", "the PostgreSQL single-server lock test").await
+    else {
         return;
     };
     let Ok(nats) = std::env::var("VIGIL_TEST_NATS_URL") else {

@@ -351,8 +351,16 @@ impl Cluster {
             .hub
             .on_reached(move |tag, reached| reached_elsewhere(&reach_state, tag, reached));
         let tasks = &state.background.tasks;
-        tasks.spawn(follow_hints(state.clone(), node.clone()));
-        tasks.spawn(follow_wakes(state.clone(), node.clone()));
+        let (hub, wake) = (node.names.hub.clone(), node.names.wake.clone());
+        tasks.spawn(follow(
+            state.clone(),
+            node.clone(),
+            hub,
+            |state, relay: Relay| {
+                state.hub.apply(relay);
+            },
+        ));
+        tasks.spawn(follow(state.clone(), node.clone(), wake, woken));
         tasks.spawn(track::follow(state.clone(), node.clone()));
         tasks.spawn(converge(state.clone()));
     }
@@ -486,46 +494,38 @@ async fn subscribe(node: &Node, subject: &str, state: &AppState) -> Option<async
     }
 }
 
-async fn follow_hints(state: AppState, node: Arc<Node>) {
-    let Some(mut hints) = subscribe(&node, &node.names.hub, &state).await else {
+/// Plays every other node's message of `T` on `subject` with `handle`, until shutdown.
+async fn follow<T, H>(state: AppState, node: Arc<Node>, subject: String, handle: H)
+where
+    T: serde::de::DeserializeOwned,
+    H: Fn(&AppState, T),
+{
+    let Some(mut messages) = subscribe(&node, &subject, &state).await else {
         return;
     };
     loop {
         let msg = tokio::select! {
-            m = hints.next() => m,
+            m = messages.next() => m,
             () = state.shutdown.cancelled() => return,
         };
         let Some(msg) = msg else { return };
-        if let Some(relay) = decode::<Relay>(&node, &msg.payload) {
+        if let Some(body) = decode::<T>(&node, &msg.payload) {
             node.metrics.hints_received.inc();
-            state.hub.apply(relay);
+            handle(&state, body);
         }
     }
 }
 
-async fn follow_wakes(state: AppState, node: Arc<Node>) {
-    let Some(mut wakes) = subscribe(&node, &node.names.wake, &state).await else {
-        return;
-    };
-    loop {
-        let msg = tokio::select! {
-            m = wakes.next() => m,
-            () = state.shutdown.cancelled() => return,
-        };
-        let Some(msg) = msg else { return };
-        let Some(wake) = decode::<Wake>(&node, &msg.payload) else {
-            continue;
-        };
-        node.metrics.hints_received.inc();
-        let state = state.clone();
-        match wake {
-            Wake::Alert { id } => {
-                tokio::spawn(async move {
-                    if let Err(e) = crate::alerts::store::deliver_here(&state, id).await {
-                        tracing::warn!(alert_id = id, error = %e, "cluster: live delivery failed; devices get it on resume");
-                    }
-                });
-            }
+/// Does what another node asked this one to do for its own sockets.
+fn woken(state: &AppState, wake: Wake) {
+    let state = state.clone();
+    match wake {
+        Wake::Alert { id } => {
+            tokio::spawn(async move {
+                if let Err(e) = crate::alerts::store::deliver_here(&state, id).await {
+                    tracing::warn!(alert_id = id, error = %e, "cluster: live delivery failed; devices get it on resume");
+                }
+            });
         }
     }
 }

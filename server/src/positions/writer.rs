@@ -531,7 +531,9 @@ impl Writer {
                 continue;
             }
             let tid = req.subject.tracker_id();
-            if let Subject::User(id) = req.subject {
+            if let Subject::User(id) = req.subject
+                && self.cluster.is_clustered()
+            {
                 self.accepted.insert(id, received);
             }
             // The first request of the group to carry a fix stored it; a later one is a duplicate.

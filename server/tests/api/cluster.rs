@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::crash::{Vigil, admin_on, alerts_after, organisation, person};
+use crate::crash::{Vigil, admin_on, alerts_after, asleep_with_push, organisation, person};
 use crate::fakes::FakePushService;
-use crate::support::{Client, PASSWORD, drop_pg_database, skipped, unique};
+use crate::support::{Client, PASSWORD, PgDatabase, skipped};
 use crate::ws::{Ws, fix};
 
 /// A cluster's database and NATS; dropping it removes both the database and the stream.
@@ -19,41 +19,23 @@ struct Deployment {
     db: String,
     admin_email: String,
     nats: String,
-    admin_url: String,
-    name: String,
+    pg: PgDatabase,
 }
 
 impl Deployment {
     /// A fresh database with a system admin, or `None` (loudly) without PostgreSQL or NATS.
     async fn new() -> Option<Deployment> {
-        let Ok(admin_url) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
-            skipped("cluster test", "VIGIL_TEST_POSTGRES_URL is not set");
-            return None;
-        };
         let Ok(nats) = std::env::var("VIGIL_TEST_NATS_URL") else {
             skipped("cluster test", "VIGIL_TEST_NATS_URL is not set");
             return None;
         };
-        let name = unique("vigil_cluster_");
-        let mut conn = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to VIGIL_TEST_POSTGRES_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let base = admin_url.split('?').next().unwrap_or(&admin_url);
-        let db = format!(
-            "{}/{name}",
-            &base[..base.rfind('/').expect("a database in the URL")]
-        );
-        let admin_email = admin_on(&db);
+        let pg = PgDatabase::create("vigil_cluster_", "cluster test").await?;
+        let admin_email = admin_on(&pg.url);
         Some(Deployment {
-            db,
+            db: pg.url.clone(),
             admin_email,
             nats,
-            admin_url,
-            name,
+            pg,
         })
     }
 
@@ -100,22 +82,14 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        drop_pg_database(self.admin_url.clone(), self.name.clone());
-        let (nats, stream) = (self.nats.clone(), format!("VIGIL_{}_TRACK", self.name));
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(client) = async_nats::connect(nats).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(stream)
-                        .await;
-                }
-            });
-        })
-        .join();
+        let (nats, stream) = (self.nats.clone(), format!("VIGIL_{}_TRACK", self.pg.name));
+        crate::support::clean_up(move || async move {
+            if let Ok(client) = async_nats::connect(nats).await {
+                let _ = async_nats::jetstream::new(client)
+                    .delete_stream(stream)
+                    .await;
+            }
+        });
     }
 }
 
@@ -136,9 +110,13 @@ async fn until_cut(ws: &mut Ws) -> Vec<Value> {
     got
 }
 
-fn evacuate(n: usize) -> Value {
-    json!({"translations": {"en": {"title": format!("Evacuate {n}"), "body": "Leave the compound now."}},
-        "severity": "extreme", "target": {"roles": ["staff"]}})
+/// Alert number `n` to every staff member of the adviser's organisation; returns its id.
+async fn evacuate(adviser: &Client, n: usize) -> i64 {
+    let alert = json!({"translations": {"en": {"title": format!("Evacuate {n}"), "body": "Leave the compound now."}},
+        "severity": "extreme", "target": {"roles": ["staff"]}});
+    adviser.post("/api/v1/alerts", alert).await.expect(201)["id"]
+        .as_i64()
+        .expect("id")
 }
 
 /// Waits until `done` holds, polling; panics with `what` after a minute.
@@ -192,20 +170,11 @@ async fn a_node_killed_mid_broadcast_loses_no_copy_and_doubles_none() {
             let (ws, _) = Ws::hello_at(&c.url, &staff, 0).await;
             on_c.push((staff, ws));
         } else {
-            let browser = push.browser();
-            staff
-                .post("/api/v1/push/subscriptions", browser.subscription())
-                .await
-                .expect(201);
-            asleep.push(browser);
+            asleep.push(asleep_with_push(&staff, &push).await);
         }
     }
     // Sent on B, the alert reaches the phones on A and on C live.
-    let first = adviser
-        .post("/api/v1/alerts", evacuate(0))
-        .await
-        .expect(201);
-    let first_id = first["id"].as_i64().expect("id");
+    let first_id = evacuate(&adviser, 0).await;
     let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut last_seq: BTreeMap<i64, i64> = BTreeMap::new();
     for (staff, ws) in on_a.iter_mut().chain(on_c.iter_mut()) {
@@ -222,25 +191,11 @@ async fn a_node_killed_mid_broadcast_loses_no_copy_and_doubles_none() {
     // A broadcast of five more alerts, from B; A dies after the second.
     let mut ids = vec![first_id];
     for n in 1..=2 {
-        ids.push(
-            adviser
-                .post("/api/v1/alerts", evacuate(n))
-                .await
-                .expect(201)["id"]
-                .as_i64()
-                .expect("id"),
-        );
+        ids.push(evacuate(&adviser, n).await);
     }
     a.kill_9();
     for n in 3..=5 {
-        ids.push(
-            adviser
-                .post("/api/v1/alerts", evacuate(n))
-                .await
-                .expect(201)["id"]
-                .as_i64()
-                .expect("id"),
-        );
+        ids.push(evacuate(&adviser, n).await);
     }
     // What the phones on A read before it died, as far as it reached them.
     for (staff, ws) in &mut on_a {
@@ -692,12 +647,7 @@ async fn nodes_that_lose_nats_keep_serving_from_the_database_and_recover() {
     })
     .await;
     // Sent on B without NATS, the alert still reaches the phone on A, from the database.
-    let id = adviser
-        .post("/api/v1/alerts", evacuate(1))
-        .await
-        .expect(201)["id"]
-        .as_i64()
-        .expect("id");
+    let id = evacuate(&adviser, 1).await;
     let m = phone.next_of("message").await;
     assert_eq!(m["payload"]["alert_id"], id, "{m}");
 
@@ -706,12 +656,7 @@ async fn nodes_that_lose_nats_keep_serving_from_the_database_and_recover() {
         readyz(urls[0]).await == "200 ready" && readyz(urls[1]).await == "200 ready"
     })
     .await;
-    let id = adviser
-        .post("/api/v1/alerts", evacuate(2))
-        .await
-        .expect(201)["id"]
-        .as_i64()
-        .expect("id");
+    let id = evacuate(&adviser, 2).await;
     let m = phone.next_of("message").await;
     assert_eq!(m["payload"]["alert_id"], id, "{m}");
     phone.send(json!({"type": "ping", "ref": "end"})).await;

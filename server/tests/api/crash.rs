@@ -134,6 +134,16 @@ pub async fn person(admin: &Client, base: &str, org: i64, roles: &[&str]) -> Cli
     c
 }
 
+/// A phone asleep: no socket, a web-push subscription at the fake push service.
+pub async fn asleep_with_push(staff: &Client, push: &FakePushService) -> crate::fakes::Browser {
+    let browser = push.browser();
+    staff
+        .post("/api/v1/push/subscriptions", browser.subscription())
+        .await
+        .expect(201);
+    browser
+}
+
 /// The alert messages a phone has after resuming from `last_seq`, until the stream is quiet.
 pub async fn alerts_after(base: &str, phone: &Client, last_seq: i64) -> Vec<Value> {
     let (mut ws, _) = Ws::hello_at(base, phone, last_seq).await;
@@ -171,11 +181,7 @@ async fn an_alert_survives_kill_9_mid_delivery_and_no_phone_sees_it_twice() {
             let (ws, _) = Ws::hello_at(&first.url, &staff, 0).await;
             online.push((staff, ws));
         } else {
-            let browser = push.browser();
-            staff
-                .post("/api/v1/push/subscriptions", browser.subscription())
-                .await
-                .expect(201);
+            let browser = asleep_with_push(&staff, &push).await;
             asleep.push((staff, browser));
         }
     }

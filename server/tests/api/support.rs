@@ -71,8 +71,46 @@ pub struct TestServer {
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    pg_cleanup: Option<(String, String)>,
+    // Dropped after the server is told to stop (fields drop after `Drop::drop`).
+    _pg: Option<PgDatabase>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A throwaway database on `VIGIL_TEST_POSTGRES_URL`, dropped with this guard.
+pub struct PgDatabase {
+    /// The server's administrative URL (the variable's value).
+    pub admin: String,
+    /// The database's name.
+    pub name: String,
+    /// A URL of the new database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// A new database named from `prefix`; `None`, with a loud notice that `what` did not run,
+    /// when `VIGIL_TEST_POSTGRES_URL` is not set.
+    pub async fn create(prefix: &str, what: &str) -> Option<PgDatabase> {
+        let Ok(admin) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
+            skipped(what, "VIGIL_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = unique(prefix);
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to VIGIL_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = replace_db_name(&admin, &name);
+        Some(PgDatabase { admin, name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        drop_pg_database(self.admin.clone(), self.name.clone());
+    }
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -100,7 +138,7 @@ impl TestServer {
     ) -> Option<TestServer> {
         let mut settings = Settings::default();
         let mut dir = None;
-        let mut pg_cleanup = None;
+        let mut pg = None;
         match backend {
             Backend::Sqlite => {
                 let d = tempfile::tempdir().expect("temp dir");
@@ -108,21 +146,10 @@ impl TestServer {
                 dir = Some(d);
             }
             Backend::Postgres => {
-                let Ok(admin_url) = std::env::var("VIGIL_TEST_POSTGRES_URL") else {
-                    skipped("PostgreSQL variant", "VIGIL_TEST_POSTGRES_URL is not set");
-                    return None;
-                };
-                let name = unique("vigil_test_");
-                let mut conn = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("connect to VIGIL_TEST_POSTGRES_URL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                settings.database_url = replace_db_name(&admin_url, &name);
+                let db = PgDatabase::create("vigil_test_", "PostgreSQL variant").await?;
+                settings.database_url = db.url.clone();
                 settings.db_max_connections = 5;
-                pg_cleanup = Some((admin_url, name));
+                pg = Some(db);
             }
         }
         tweak(&mut settings);
@@ -142,7 +169,7 @@ impl TestServer {
             state,
             stop: Some(stop),
             task: Some(task),
-            pg_cleanup,
+            _pg: pg,
             _dir: dir,
         })
     }
@@ -198,9 +225,6 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
-        }
-        if let Some((admin_url, name)) = self.pg_cleanup.take() {
-            drop_pg_database(admin_url, name);
         }
     }
 }
@@ -389,23 +413,31 @@ impl Client {
     }
 }
 
-/// Drops a throwaway PostgreSQL database, from a `Drop` impl: outside any async context, a
-/// short-lived runtime on its own thread removes it even if the test panicked.
-pub fn drop_pg_database(admin_url: String, name: String) {
+/// Runs async clean-up from a `Drop` impl: outside any async context, on a short-lived runtime
+/// of its own thread, so that it happens even if the test panicked.
+pub fn clean_up<F>(work: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(async {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await;
-            }
-        });
+        rt.block_on(work());
     })
     .join();
+}
+
+/// Drops a throwaway PostgreSQL database, from a `Drop` impl (see [`clean_up`]).
+pub fn drop_pg_database(admin_url: String, name: String) {
+    clean_up(move || async move {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    });
 }
