@@ -126,6 +126,28 @@ pub struct RelayedMessage {
     pub created_at: i64,
 }
 
+impl From<&StoredMessage> for RelayedMessage {
+    fn from(m: &StoredMessage) -> Self {
+        RelayedMessage {
+            seq: m.seq,
+            kind: m.kind.clone(),
+            payload: m.payload.clone(),
+            created_at: m.created_at.0,
+        }
+    }
+}
+
+impl From<RelayedMessage> for StoredMessage {
+    fn from(m: RelayedMessage) -> Self {
+        StoredMessage {
+            seq: m.seq,
+            kind: m.kind,
+            payload: m.payload,
+            created_at: Timestamp(m.created_at),
+        }
+    }
+}
+
 /// Where the hub hands what other nodes must repeat; set once, by the cluster.
 type Relayer = Box<dyn Fn(Relay) + Send + Sync>;
 /// What records the people a tagged delivery reached (see [`Hub::on_reached`]).
@@ -263,16 +285,8 @@ impl Hub {
     pub fn apply(&self, relay: Relay) {
         match relay {
             Relay::Deliver { messages } => {
-                let mut inner = self.lock();
-                for (user, m) in messages {
-                    let msg = StoredMessage {
-                        seq: m.seq,
-                        kind: m.kind,
-                        payload: m.payload,
-                        created_at: Timestamp(m.created_at),
-                    };
-                    inner.deliver(user, &Outbound::Message(Arc::new(msg)));
-                }
+                let messages = messages.into_iter().map(|(u, m)| (u, Arc::new(m.into())));
+                self.deliver_many_local(messages);
             }
             Relay::DeliverEach {
                 kind,
@@ -292,9 +306,7 @@ impl Hub {
             Relay::Notify { users, json } => {
                 self.notify_local(&users, json.into());
             }
-            Relay::Recheck { user } => {
-                self.lock().deliver(user, &Outbound::Recheck);
-            }
+            Relay::Recheck { user } => self.recheck_local(user),
             Relay::RecheckAll => self.recheck_all_local(),
             Relay::Operations { org, json } => self.publish_operations_local(org, json.into()),
         }
@@ -411,17 +423,16 @@ impl Hub {
         self.relay(|| Relay::Deliver {
             messages: messages
                 .iter()
-                .map(|(user, m)| {
-                    let relayed = RelayedMessage {
-                        seq: m.seq,
-                        kind: m.kind.clone(),
-                        payload: m.payload.clone(),
-                        created_at: m.created_at.0,
-                    };
-                    (*user, relayed)
-                })
+                .map(|(user, m)| (*user, m.as_ref().into()))
                 .collect(),
         });
+        self.deliver_many_local(messages)
+    }
+
+    fn deliver_many_local(
+        &self,
+        messages: impl IntoIterator<Item = (i64, Arc<StoredMessage>)>,
+    ) -> usize {
         let mut inner = self.lock();
         messages
             .into_iter()
@@ -499,6 +510,10 @@ impl Hub {
     /// cut, which is as safe: it must authenticate again to come back.
     pub fn recheck(&self, user_id: i64) {
         self.relay(|| Relay::Recheck { user: user_id });
+        self.recheck_local(user_id);
+    }
+
+    fn recheck_local(&self, user_id: i64) {
         self.lock().deliver(user_id, &Outbound::Recheck);
     }
 
@@ -656,6 +671,61 @@ mod tests {
         assert!(
             !hub.watch(&console, Topic::Operations, None),
             "a cut connection cannot resubscribe"
+        );
+    }
+
+    /// A tag and the people it reached.
+    type Reached = (String, Vec<i64>);
+
+    /// Two nodes' hubs joined as the cluster joins them (JSON in between): what one delivers,
+    /// revokes or tags reaches the other's connections, and the tag is recorded there.
+    #[tokio::test]
+    async fn what_one_hub_delivers_reaches_the_connections_of_another() {
+        let (a, b) = (Arc::new(Hub::default()), Arc::new(Hub::default()));
+        let carried: Arc<Mutex<Vec<String>>> = Arc::default();
+        let wire = carried.clone();
+        a.relay_to(move |r| {
+            wire.lock()
+                .expect("lock")
+                .push(serde_json::to_string(&r).expect("json"))
+        });
+        let reached: Arc<Mutex<Vec<Reached>>> = Arc::default();
+        let record = reached.clone();
+        b.on_reached(move |tag, people| {
+            record.lock().expect("lock").push((tag.to_string(), people))
+        });
+        let (_phone, mut queue) = b.register(7);
+        let msg = StoredMessage {
+            seq: 3,
+            kind: "note".into(),
+            payload: "{}".into(),
+            created_at: Timestamp(1),
+        };
+        assert_eq!(a.deliver(7, Arc::new(msg)), 0, "nobody on the sending node");
+        a.deliver_each_reaching(
+            "rollcall",
+            "{\"x\":1}",
+            &[(7, 4), (8, 1)],
+            "rollcall:9".into(),
+        );
+        a.recheck(7);
+        for json in carried.lock().expect("lock").drain(..) {
+            b.apply(serde_json::from_str(&json).expect("relay"));
+        }
+        let Ok(Outbound::Message(first)) = queue.try_recv() else {
+            panic!("the message")
+        };
+        let Ok(Outbound::Message(second)) = queue.try_recv() else {
+            panic!("the roll-call")
+        };
+        assert_eq!(
+            (first.seq, second.seq, second.kind.as_str()),
+            (3, 4, "rollcall")
+        );
+        assert!(matches!(queue.try_recv(), Ok(Outbound::Recheck)));
+        assert_eq!(
+            *reached.lock().expect("lock"),
+            vec![("rollcall:9".to_string(), vec![7])]
         );
     }
 

@@ -29,10 +29,3 @@ pub async fn release(db: &Db, holder: &str) -> Result<u64, sqlx::Error> {
     on_writer!(db, pool => sqlx::query("DELETE FROM leases WHERE holder = $1")
         .bind(holder).execute(pool).await.map(|r| r.rows_affected()))
 }
-
-/// Who holds `name` now, if anyone does (for tests and the runbook's checks).
-pub async fn holder(db: &Db, name: &str) -> Result<Option<String>, sqlx::Error> {
-    on_writer!(db, pool => sqlx::query_scalar(
-        "SELECT holder FROM leases WHERE name = $1 AND expires_at >= $2")
-        .bind(name).bind(now_ms()).fetch_optional(pool).await)
-}

@@ -256,11 +256,6 @@ impl Cluster {
         self.node.is_some()
     }
 
-    /// This node's id (`None` on a single node).
-    pub fn node_id(&self) -> Option<&str> {
-        self.node.as_deref().map(|n| n.id.as_str())
-    }
-
     /// Whether this node may take clients, and what it lacks: `Err` until it has reached NATS
     /// and caught up with the cluster; then `Ok`, with a note while NATS is away.
     ///
